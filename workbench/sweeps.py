@@ -1,0 +1,143 @@
+"""Patching sweeps: layer x position and layer x head grids, many patched runs per forward.
+
+Every cell is one patched copy of the base prompt; cells are stacked along the batch so that a
+sweep costs a few forwards, not one per cell. The source run is cached once.
+
+>>> df = patch_sweep(hm, "Paris is in the country of", "Rome is in the country of",
+...                  target=" France", foil=" Italy")                      # doctest: +SKIP
+>>> df.sort_values("normalized").tail(3)                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from .hooked import HookedModel
+from .interventions import Patch
+from .metrics import Metric, logit_difference
+from .plan import PlanItem
+from .positions import Indices
+from .sites import Site
+
+
+def single_token_id(hm: HookedModel, text: str) -> int:
+    """The id of ``text`` if it is exactly one token, else a clear error."""
+    ids = hm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = hm.tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(
+            f"{text!r} is {len(ids)} tokens for this tokenizer ({pieces}); the metric needs a single "
+            f"token: try a leading space (' Paris') or another word"
+        )
+    return ids[0]
+
+
+def _pair(hm: HookedModel, base: str, source: str):
+    base_batch, source_batch = hm.tokenize(base), hm.tokenize(source)
+    if base_batch["input_ids"].shape != source_batch["input_ids"].shape:
+        raise ValueError(
+            f"base and source must have the same number of tokens for a position sweep: base has "
+            f"{base_batch['input_ids'].shape[1]}, source has {source_batch['input_ids'].shape[1]}"
+        )
+    return base_batch, source_batch
+
+
+def _default_metric(hm: HookedModel, metric, target, foil) -> Metric:
+    if metric is not None:
+        return metric
+    if target is None or foil is None:
+        raise ValueError("give metric=, or target= and foil= tokens for the logit-difference metric")
+    return logit_difference(single_token_id(hm, target), single_token_id(hm, foil))
+
+
+@torch.no_grad()
+def _run_cells(hm: HookedModel, base_batch, layers_of_rows: list[int], items_for_layer: Callable,
+               metric: Metric, batch_size: int) -> list[float]:
+    """Run cells in chunks; ``items_for_layer(layer, rows)`` gives the plan items of one chunk."""
+    values: list[float] = []
+    for start in range(0, len(layers_of_rows), batch_size):
+        chunk = layers_of_rows[start:start + batch_size]
+        n = len(chunk)
+        batch = {k: v.expand(n, -1) for k, v in base_batch.items()}  # (n, T), no copy
+        plan = [item for layer in sorted(set(chunk))
+                for item in items_for_layer(layer, [r for r, l in enumerate(chunk) if l == layer], start)]
+        logits = hm.run(batch, plan)
+        values.extend(metric(logits, batch).float().tolist())
+    return values
+
+
+@torch.no_grad()
+def _with_baselines(hm, df, base_batch, source_batch, metric):
+    clean = float(metric(hm.run(base_batch), base_batch)[0])
+    patched = float(metric(hm.run(source_batch), source_batch)[0])
+    df["base_value"], df["source_value"] = clean, patched
+    # 0 = the base's value, 1 = the value the whole source run gives.
+    df["normalized"] = (df["value"] - clean) / (patched - clean) if patched != clean else float("nan")
+    return df
+
+
+def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None = None,
+                target: str | None = None, foil: str | None = None, component: str = "resid_pre",
+                layers: Sequence[int] | None = None, batch_size: int = 64) -> pd.DataFrame:
+    """Patch the source's state at each (layer, position) into the base; one row per cell.
+
+    Columns: layer, position, token, source_token, value (metric), base_value, source_value,
+    normalized. Default metric: logit(target) - logit(foil) at the last token.
+    """
+    metric = _default_metric(hm, metric, target, foil)
+    base_batch, source_batch = _pair(hm, base, source)
+    layers = list(range(hm.n_layers)) if layers is None else list(layers)
+    n_tokens = base_batch["input_ids"].shape[1]
+    cells = [(layer, pos) for layer in layers for pos in range(n_tokens)]
+    acts = hm.cache(source_batch, [Site(layer, component) for layer in layers])
+
+    def items_for_layer(layer, rows, offset):
+        n = min(batch_size, len(cells) - offset)
+        index_rows = [[cells[offset + r][1]] if r in rows else [] for r in range(n)]
+        site = Site(layer, component)
+        values = acts[site][0, [cells[offset + r][1] if r in rows else 0 for r in range(n)]]  # (n, d)
+        return [PlanItem(site, Indices(index_rows), Patch(), source_values=values[:, None])]
+
+    values = _run_cells(hm, base_batch, [c[0] for c in cells], items_for_layer, metric, batch_size)
+    tokens = [hm.tokenizer.decode([i]) for i in base_batch["input_ids"][0].tolist()]
+    source_tokens = [hm.tokenizer.decode([i]) for i in source_batch["input_ids"][0].tolist()]
+    df = pd.DataFrame({"layer": [c[0] for c in cells], "position": [c[1] for c in cells],
+                       "token": [tokens[c[1]] for c in cells],
+                       "source_token": [source_tokens[c[1]] for c in cells], "value": values})
+    df.attrs.update(kind="layer x position", component=component)
+    return _with_baselines(hm, df, base_batch, source_batch, metric)
+
+
+def head_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None = None,
+               target: str | None = None, foil: str | None = None, layers: Sequence[int] | None = None,
+               batch_size: int = 64) -> pd.DataFrame:
+    """Patch each head's output (all positions, before the output projection) from the source.
+
+    Columns: layer, head, value, base_value, source_value, normalized.
+    """
+    metric = _default_metric(hm, metric, target, foil)
+    base_batch, source_batch = _pair(hm, base, source)
+    layers = list(range(hm.n_layers)) if layers is None else list(layers)
+    n_heads, n_tokens = hm.layout.n_heads, base_batch["input_ids"].shape[1]
+    cells = [(layer, head) for layer in layers for head in range(n_heads)]
+    acts = hm.cache(source_batch, [Site(layer, "z") for layer in layers])
+
+    def items_for_layer(layer, rows, offset):
+        n = min(batch_size, len(cells) - offset)
+        width = acts[Site(layer, "z")].shape[-1]
+        head_dim = width // n_heads
+        channels = torch.zeros(n, 1, width, dtype=torch.bool, device=hm.device)  # (n, 1, W)
+        for r in rows:
+            head = cells[offset + r][1]
+            channels[r, 0, head * head_dim:(head + 1) * head_dim] = True
+        index_rows = [list(range(n_tokens)) if r in rows else [] for r in range(n)]
+        values = acts[Site(layer, "z")].expand(n, -1, -1)  # (n, T, W)
+        return [PlanItem(Site(layer, "z"), Indices(index_rows), Patch(dims=channels), source_values=values)]
+
+    values = _run_cells(hm, base_batch, [c[0] for c in cells], items_for_layer, metric, batch_size)
+    df = pd.DataFrame({"layer": [c[0] for c in cells], "head": [c[1] for c in cells], "value": values})
+    df.attrs.update(kind="layer x head", component="z")
+    return _with_baselines(hm, df, base_batch, source_batch, metric)
