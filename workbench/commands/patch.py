@@ -1,0 +1,52 @@
+"""``workbench patch``: an activation-patching sweep on one base/source pair."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ..sites import COMPONENTS
+from .common import add_model_args, load_from_args
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..figures import sweep_heatmap
+    from ..runs import save_run
+    from ..sweeps import head_sweep, patch_sweep
+
+    started = time.time()
+    hm = load_from_args(args)
+    common = dict(target=args.target, foil=args.foil, batch_size=args.batch_size)
+    if args.grid == "head":
+        df = head_sweep(hm, args.base, args.source, **common)
+    else:
+        df = patch_sweep(hm, args.base, args.source, component=args.component, **common)
+    out = Path(args.out or f"runs/patch-{datetime.now():%Y%m%d-%H%M%S}")
+    config = {"command": "patch", **{k: v for k, v in vars(args).items() if k != "func"},
+              "n_layers": hm.n_layers, "seconds": round(time.time() - started, 2)}
+    paths = save_run(out, df, config, figure=sweep_heatmap(df))
+    cols = [c for c in ("layer", "position", "token", "head", "value", "normalized") if c in df.columns]
+    print(f"model {hm.name}: logit({args.target!r}) - logit({args.foil!r}) = {df.base_value[0]:.3f} on the "
+          f"base, {df.source_value[0]:.3f} on the source")
+    print(f"strongest {args.top} cells (normalized 1 = the whole source's effect):")
+    strongest = df.reindex(df["normalized"].abs().sort_values(ascending=False).index).head(args.top)
+    print(strongest[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def register(sub) -> None:
+    patch = sub.add_parser("patch", help="activation-patching sweep (layer x position or layer x head)")
+    patch.add_argument("--base", required=True, help="the prompt that is run and patched")
+    patch.add_argument("--source", required=True, help="the prompt whose states are patched in (same token count)")
+    patch.add_argument("--target", required=True, help="answer token of the base, e.g. ' Paris'")
+    patch.add_argument("--foil", required=True, help="answer token of the source, e.g. ' Rome'")
+    patch.add_argument("--grid", default="position", choices=["position", "head"])
+    patch.add_argument("--component", default="resid_pre", choices=sorted(COMPONENTS))
+    patch.add_argument("--batch-size", type=int, default=64, help="patched runs per forward")
+    patch.add_argument("--top", type=int, default=10, help="how many cells to print")
+    patch.add_argument("--out", help="output folder (default runs/patch-<time>)")
+    add_model_args(patch)
+    patch.set_defaults(func=run)
