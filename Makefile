@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast model clean
+.PHONY: setup demo app test test-fast model clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ model: setup
 demo: model
 	$(VENV)/bin/workbench patch --base "Paris is in the country of" --source "Rome is in the country of" \
 		--target " France" --foil " Italy" --out runs/demo-patch
+
+app: model
+	$(VENV)/bin/streamlit run app/Home.py --server.address 127.0.0.1 --server.port 8501
 
 test: model
 	$(PY) -m pytest -q

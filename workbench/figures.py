@@ -36,6 +36,6 @@ def sweep_heatmap(df: pd.DataFrame, value: str = "normalized", title: str | None
     fig.update_layout(
         title=title or f"Activation patching ({kind}, {component}): {value}",
         xaxis_title="head" if by_head else "position: base token", yaxis_title="layer",
-        yaxis={"autorange": True}, template="plotly_white",
+        yaxis={"tickmode": "linear", "dtick": 1 if len(grid.index) <= 32 else 2}, template="plotly_white",
     )
     return fig
