@@ -1,0 +1,1 @@
+"""Analysis of learned subspaces: directions, sentiment, RAVEL-style scores, neuron-explanation checks."""
