@@ -1,0 +1,35 @@
+"""Distributed alignment search: subspace interchange interventions and their training.
+
+>>> from workbench.das import LowRankRotatedSpaceIntervention, train_alignment, evaluate
+"""
+
+from .data import CounterfactualData, pad_left
+from .interventions import (BoundlessRotatedSpaceIntervention, LowRankRotatedSpaceIntervention,
+                            RotatedSpaceIntervention, SubspaceInterchange, orthonormal_rows)
+from .train import (Evaluation, TrainConfig, TrainResult, evaluate, intervened_logits, source_states,
+                    train_alignment, train_multitask)
+
+METHODS = ("das", "rotated", "boundless")
+
+
+def build_intervention(method: str, d: int, k: int, max_rank: int | None = None):
+    """A trainable DAS intervention by name: ``das`` (low rank), ``rotated`` (full d x d) or ``boundless``.
+
+    >>> build_intervention("das", 8, 2).k
+    2
+    """
+    if method == "das":
+        return LowRankRotatedSpaceIntervention(d, k)
+    if method == "rotated":
+        return RotatedSpaceIntervention(d, k)
+    if method == "boundless":
+        return BoundlessRotatedSpaceIntervention(d, max_rank=max_rank, init_size=max(1, k))
+    raise ValueError(f"unknown DAS method {method!r}: choose one of {METHODS}")
+
+
+__all__ = [
+    "BoundlessRotatedSpaceIntervention", "CounterfactualData", "Evaluation", "LowRankRotatedSpaceIntervention",
+    "METHODS", "RotatedSpaceIntervention", "SubspaceInterchange", "TrainConfig", "TrainResult",
+    "build_intervention", "evaluate", "intervened_logits", "orthonormal_rows", "pad_left", "source_states",
+    "train_alignment", "train_multitask",
+]
