@@ -204,13 +204,13 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                     if isinstance(m, BoundlessRotatedSpaceIntervention) and config.size_penalty:
                         task_loss = task_loss + config.size_penalty * m.boundary() / m.max_rank
                     loss = loss + task_loss
-                    parts[name] = float(task_loss)
+                    parts[name] = float(task_loss.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 rows += [{"epoch": epoch, "step": global_step, "task": n, "loss": v} for n, v in parts.items()]
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if val:
                 scores = [evaluate(hm, site, interventions[n], d, config.eval_batch_size, val_states[n]).iia
                           for n, d in val.items()]
