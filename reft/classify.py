@@ -1,0 +1,102 @@
+"""Classification with ReFT: interventions on the input's first/last tokens plus a small linear head.
+
+The head reads the final hidden state at one token: the last real token for decoders (it has seen
+the whole input), the first for encoders (BERT's [CLS]). The forward stops right after the base
+model's body, so no vocabulary projection is computed.
+
+>>> clf = ReftForClassification(get_reft_model(hm, ReftConfig(layers=(1,), positions="f1+l1")), 2)  # doctest: +SKIP
+>>> clf(**collate(tokenize_classification(tok, ["good"], [1]), 0)).loss                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.functional import cross_entropy
+
+from workbench.adapters import first_tensor
+from workbench.hooks import StopForward
+
+from .model import ReftModel, ReftOutput
+
+POOLINGS = ("last", "first")
+
+
+class ReftForClassification(nn.Module):
+    """A ReftModel and a head ``Linear(d, num_classes)``; trainable: interventions and head."""
+
+    def __init__(self, reft: ReftModel, num_classes: int, pooling: str | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes {num_classes}: a classifier needs at least 2 classes")
+        is_encoder = getattr(reft.hm.model.config, "model_type", "") in ("bert", "roberta")
+        pooling = pooling or ("first" if is_encoder else "last")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: expected one of {POOLINGS}")
+        param = next(reft.hm.model.parameters())
+        self.reft, self.num_classes, self.pooling = reft, num_classes, pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(reft.hm.layout.d_model, num_classes, dtype=param.dtype, device=param.device)
+
+    @property
+    def hm(self):
+        return self.reft.hm
+
+    @property
+    def tokenizer(self):
+        return self.reft.hm.tokenizer
+
+    def describe_task(self) -> dict:
+        return {"task": "classification", "num_classes": self.num_classes, "pooling": self.pooling,
+                "head_dropout": self.dropout.p}
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def print_trainable_parameters(self) -> None:
+        trainable, base = self.num_trainable_parameters(), self.reft.num_base_parameters()
+        print(f"trainable params: {trainable:,} (interventions + head) || all params: {base + trainable:,} || "
+              f"trainable%: {100 * trainable / base:.4f}")
+
+    def final_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The base model body's last hidden states (B, T, d) with the interventions applied."""
+        found = {}
+
+        def grab(_module, _args, output):
+            found["h"] = first_tensor(output)  # (B, T, d)
+            raise StopForward  # skip the vocabulary projection
+
+        handle = self.reft.hm.model.base_model.register_forward_hook(grab)
+        try:
+            with self.reft.intervening():
+                self.reft.hm.forward({"input_ids": input_ids, "attention_mask": attention_mask}, use_cache=False)
+        except StopForward:
+            pass
+        finally:
+            handle.remove()
+        return found["h"]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> ReftOutput:
+        """Class logits (B, C) and, with ``labels`` (B,), the cross-entropy loss."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.final_hidden(input_ids, attention_mask)  # (B, T, d)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+        if self.pooling == "first":
+            index = (attention_mask.cumsum(1) == 0).sum(1)  # (B,) first real token
+        else:
+            index = (attention_mask.cumsum(1) == 0).sum(1) + attention_mask.sum(1) - 1  # (B,) last real token
+        pooled = hidden[rows, index]  # (B, d)
+        logits = self.head(self.dropout(pooled))  # (B, C)
+        loss = None if labels is None else cross_entropy(logits.float(), labels.to(logits.device))
+        return ReftOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def predict(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted classes (B,)."""
+        return self.forward(input_ids, attention_mask).logits.argmax(-1)
+
+    def save(self, folder) -> None:
+        from .saving import save_reft
+        save_reft(self, folder)

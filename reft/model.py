@@ -1,0 +1,189 @@
+"""ReftModel: a frozen Hugging Face model with trainable ReFT interventions at chosen sites.
+
+``get_reft_model`` is the peft-style entry point: it freezes the base model, builds one
+intervention per layer (two when first/last positions are untied) in the model's dtype and on its
+device, and returns an ``nn.Module`` whose parameters are the interventions only. The forward
+computes logits only where labels are given (response tokens), which is most of the saving over
+a full-vocabulary forward on instruction data.
+
+>>> hm = tiny_model("llama")                                                  # doctest: +SKIP
+>>> reft = get_reft_model(hm, ReftConfig(layers=(1,), rank=2, positions="f1+l1"))  # doctest: +SKIP
+>>> reft.print_trainable_parameters()                                         # doctest: +SKIP
+trainable params: 264 || all params: 107,328 || trainable%: 0.2460
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn.functional import cross_entropy
+from torch.nn.utils import parametrize
+from transformers.utils import ModelOutput
+
+from workbench.hooked import HookedModel
+from workbench.plan import PlanItem
+
+from .config import ReftConfig
+from .interventions import PerPositionGroups, ReftIntervention, build_intervention
+from .positions import PromptFirstLast
+
+try:  # transformers >= 5.x: a boolean (B, T) logits_to_keep returns only those rows' logits
+    from transformers.modeling_utils import slice_logits_to_keep as _slice_logits_to_keep  # noqa: F401
+    _MASK_LOGITS = True
+except ImportError:  # pragma: no cover - older transformers: compute all logits, then select
+    _MASK_LOGITS = False
+
+IGNORE = -100  # label of tokens without a loss (prompt, padding)
+
+
+@dataclass
+class ReftOutput(ModelOutput):
+    """``loss`` (scalar) and ``logits``: (N, V) at the N labelled positions, or (B, T, V) without labels."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def _site_key(site) -> str:
+    return str(site).replace(".", "_")  # ModuleDict keys cannot contain dots
+
+
+class ReftModel(nn.Module):
+    """Interventions (the only parameters) plus the frozen model they edit (``hm``, not a submodule)."""
+
+    def __init__(self, hm: HookedModel, config: ReftConfig, interventions: nn.ModuleDict) -> None:
+        super().__init__()
+        self.hm = hm
+        self.reft_config = config
+        self.interventions = interventions
+
+    # ---- structure ----------------------------------------------------------------------
+    @property
+    def base_model(self) -> nn.Module:
+        return self.hm.model
+
+    @property
+    def tokenizer(self):
+        return self.hm.tokenizer
+
+    def intervention_at(self, layer: int) -> nn.Module:
+        return self.interventions[_site_key(self.reft_config.sites()[self.reft_config.layers.index(layer)])]
+
+    def plan(self, prompt_lengths: torch.Tensor | None = None) -> list[PlanItem]:
+        """Plan items for one batch: positions on the prompt (``prompt_lengths`` (B,)) or on the whole input."""
+        sel = self.reft_config.selector()
+        positions = sel if prompt_lengths is None else PromptFirstLast(sel.first, sel.last, prompt_lengths)
+        return [PlanItem(site, positions, self.interventions[_site_key(site)]) for site in self.reft_config.sites()]
+
+    @contextmanager
+    def intervening(self, prompt_lengths: torch.Tensor | None = None, mode: str = "prompt") -> Iterator[None]:
+        """Hooks installed and each R evaluated once for every model call inside the block.
+
+        >>> with reft.intervening():                                          # doctest: +SKIP
+        ...     logits = reft.hm.forward("I loved it").logits
+        """
+        with parametrize.cached(), self.hm.intervene(self.plan(prompt_lengths), mode=mode):
+            yield
+
+    def to(self, *args, **kwargs) -> "ReftModel":
+        """Move the interventions and the base model together."""
+        self.hm.model.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    # ---- counting -----------------------------------------------------------------------
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def num_base_parameters(self) -> int:
+        return sum(p.numel() for p in self.hm.model.parameters())
+
+    def print_trainable_parameters(self) -> None:
+        """Print trainable intervention parameters and their share of the base model's."""
+        trainable, base = self.num_trainable_parameters(), self.num_base_parameters()
+        print(f"trainable params: {trainable:,} || all params: {base + trainable:,} || "
+              f"trainable%: {100 * trainable / base:.4f}")
+
+    # ---- forward ------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None) -> ReftOutput:
+        """Intervened forward. ``labels`` (B, T) use -100 for tokens without loss; the loss is the mean
+        next-token cross-entropy over labelled tokens, and logits are computed only for those.
+
+        ``prompt_lengths`` (B,): real prompt tokens per example (positions count from them);
+        None intervenes on the first/last tokens of the whole input.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        with self.intervening(prompt_lengths):
+            if labels is None:
+                return ReftOutput(logits=self.hm.forward(batch, use_cache=False).logits)
+            keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T): position t predicts label t+1
+            keep[:, :-1] = labels[:, 1:] != IGNORE
+            targets = labels[:, 1:][keep[:, :-1]].to(input_ids.device)  # (N,)
+            if targets.numel() == 0:
+                raise ValueError("the batch has no labelled tokens (all labels are -100): give response tokens")
+            if _MASK_LOGITS:
+                logits = self.hm.forward(batch, use_cache=False, logits_to_keep=keep.to(input_ids.device)).logits
+            else:  # pragma: no cover
+                logits = self.hm.forward(batch, use_cache=False).logits[keep]
+        loss = cross_entropy(logits.float(), targets)  # logits (N, V)
+        return ReftOutput(loss=loss, logits=logits)
+
+    # ---- conveniences (defined in their own modules) ------------------------------------
+    def generate(self, prompts, max_new_tokens: int = 32, chat_template: bool | None = None,
+                 system_prompt: str | None = None, do_sample: bool = False) -> list[str]:
+        """Generate responses with the interventions on the prompt (see ``reft.generate``)."""
+        from .generate import generate
+        return generate(self, prompts, max_new_tokens=max_new_tokens, chat_template=chat_template,
+                        system_prompt=system_prompt, do_sample=do_sample)
+
+    def save(self, folder) -> None:
+        """Write ``reft_config.json`` and ``interventions.safetensors`` (see ``reft.saving``)."""
+        from .saving import save_reft
+        save_reft(self, folder)
+
+
+def _as_hooked(model, tokenizer) -> HookedModel:
+    if isinstance(model, HookedModel):
+        return model
+    if isinstance(model, nn.Module) and hasattr(model, "config"):
+        return HookedModel(model, tokenizer)
+    raise TypeError(f"get_reft_model takes a workbench HookedModel or a Hugging Face model, got {type(model).__name__}")
+
+
+def build_interventions(hm: HookedModel, config: ReftConfig) -> nn.ModuleDict:
+    """One intervention per site (a PerPositionGroups of them when untied), in the model's dtype/device."""
+    param = next(hm.model.parameters())
+    built = {}
+    for site in config.sites():
+        size = hm.site_size(site)  # raises with the valid layer range
+        if config.rank > size:
+            raise ValueError(f"rank {config.rank} out of range at {site}: the site's hidden size is {size}; "
+                             f"choose a rank between 1 and {size}")
+        groups = [build_intervention(config.kind, size, config.rank, dropout=config.dropout,
+                                     activation=config.activation, dtype=param.dtype, device=param.device)
+                  for _ in config.position_groups()]
+        built[_site_key(site)] = groups[0] if len(groups) == 1 else PerPositionGroups(groups, config.position_groups())
+    return nn.ModuleDict(built)
+
+
+def get_reft_model(model, config: ReftConfig, tokenizer=None) -> ReftModel:
+    """Freeze ``model`` and attach the interventions ``config`` names. ``model``: a HookedModel or an
+    HF model (with ``tokenizer`` for text in/out).
+
+    >>> reft = get_reft_model(load_model(), ReftConfig(layers=(8, 16), rank=4, positions="f3+l3"))  # doctest: +SKIP
+    """
+    hm = _as_hooked(model, tokenizer)
+    for p in hm.model.parameters():
+        p.requires_grad_(False)
+    return ReftModel(hm, config, build_interventions(hm, config))
+
+
+def reft_interventions(model: nn.Module) -> list[ReftIntervention]:
+    """Every ReFT intervention inside ``model`` (flattening untied groups)."""
+    return [m for m in model.modules() if isinstance(m, ReftIntervention)]

@@ -1,0 +1,150 @@
+"""Save and load ReFT models: safetensors weights + a JSON config, never pickle.
+
+A saved folder holds ``reft_config.json`` (format version, ReftConfig, each intervention's kind,
+site, positions, rank and dtype, the task, the base model's name and a fingerprint of its weights)
+and ``interventions.safetensors`` (the trainable tensors; for LoReFT/ConsReFT the parametrization's
+underlying tensor, so a reload gives bit-identical R). Loading checks the fingerprint and puts the
+weights on the base model's device, in the base model's dtype.
+
+>>> reft.save("runs/persona")                                 # doctest: +SKIP
+>>> again = load_reft("runs/persona", load_model())           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from workbench.hooked import HookedModel
+
+from .config import ReftConfig
+from .model import ReftModel, _as_hooked, build_interventions
+
+FORMAT = "workbench-reft/1"
+CONFIG_FILE, WEIGHTS_FILE = "reft_config.json", "interventions.safetensors"
+
+
+@torch.no_grad()
+def fingerprint(model: nn.Module, samples: int = 4096) -> str:
+    """A short sha256 over every parameter's name, shape, dtype and ``samples`` evenly strided
+    values (fp32 bytes): different checkpoints of one architecture differ in it; it costs
+    milliseconds, not a hash of all weights.
+
+    >>> len(fingerprint(torch.nn.Linear(3, 2)))
+    16
+    """
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        digest.update(f"{name}|{tuple(p.shape)}|{p.dtype}|".encode())
+        digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _reft_of(model: nn.Module) -> ReftModel:
+    return model if isinstance(model, ReftModel) else model.reft
+
+
+def describe(model: nn.Module) -> dict:
+    """The JSON description of a ReftModel or ReftForClassification (everything but tensors)."""
+    reft = _reft_of(model)
+    dtype = next(reft.hm.model.parameters()).dtype
+    sel = reft.reft_config.selector()
+    data = {
+        "format": FORMAT,
+        "config": reft.reft_config.to_dict(),
+        "interventions": [{"site": str(site), "positions": str(sel), "kind": reft.reft_config.kind,
+                           "rank": reft.reft_config.rank, "groups": list(reft.reft_config.position_groups()),
+                           "hidden_size": reft.hm.site_size(site)} for site in reft.reft_config.sites()],
+        "dtype": str(dtype).removeprefix("torch."),
+        "base_model": {"name": reft.hm.name, "model_type": getattr(reft.hm.model.config, "model_type", None),
+                       "fingerprint": fingerprint(reft.hm.model)},
+        "task": "causal_lm",
+    }
+    if model is not reft:
+        data.update(model.describe_task())
+    return data
+
+
+def save_reft(model: nn.Module, folder: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write the config JSON and the weights (safetensors) of a ReFT model into ``folder``.
+
+    >>> save_reft(reft, "runs/persona")                      # doctest: +SKIP
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {**describe(model), **({"extra": extra} if extra else {})}
+    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}: not a saved ReFT model (save with reft.save)")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, this version reads {FORMAT!r}")
+    return meta
+
+
+def load_weights_into(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Load saved tensors into an already built model, on its device and in its dtype."""
+    device = next(_reft_of(model).hm.model.parameters()).device
+    state = load_file(str(Path(folder) / WEIGHTS_FILE), device=str(device))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def load_reft(folder: str | os.PathLike, model, tokenizer=None, check_base: bool = True) -> nn.Module:
+    """Rebuild a saved ReFT model on ``model`` (a HookedModel or HF model) and load its weights.
+
+    Returns a ReftModel, or a ReftForClassification for classification checkpoints. With
+    ``check_base`` a different base model (by weight fingerprint) is an error.
+
+    >>> reft = load_reft("runs/persona", load_model())       # doctest: +SKIP
+    """
+    meta = read_config(folder)
+    hm: HookedModel = _as_hooked(model, tokenizer)
+    if check_base:
+        found, saved = fingerprint(hm.model), meta["base_model"]["fingerprint"]
+        if found != saved:
+            raise ValueError(
+                f"{folder} was trained on {meta['base_model']['name']!r} (weights fingerprint {saved}), but the "
+                f"given model's fingerprint is {found}; load the same base model, or pass check_base=False"
+            )
+    for p in hm.model.parameters():
+        p.requires_grad_(False)
+    reft = ReftModel(hm, ReftConfig.from_dict(meta["config"]), build_interventions(hm, ReftConfig.from_dict(meta["config"])))
+    model_out: nn.Module = reft
+    if meta.get("task") == "classification":
+        from .classify import ReftForClassification
+        model_out = ReftForClassification(reft, num_classes=meta["num_classes"], pooling=meta["pooling"],
+                                          dropout=meta.get("head_dropout", 0.0))
+    load_weights_into(model_out, folder)
+    model_out.eval()
+    return model_out

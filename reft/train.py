@@ -1,0 +1,234 @@
+"""A plain training loop for ReFT models: AdamW, linear warm-up/decay, gradient accumulation,
+mixed precision on devices that support it, a progress bar, periodic evaluation and checkpoints
+that resume (safetensors + JSON, never pickle).
+
+Works for any model whose ``forward(**batch)`` returns ``.loss`` and whose trainable parameters
+are the ones to train (ReftModel, ReftForClassification).
+
+>>> rows = tokenize_pairs(reft.tokenizer, persona_pairs())                       # doctest: +SKIP
+>>> result = train(reft, rows, TrainConfig(epochs=20, lr=4e-3, output_dir="runs/persona"))  # doctest: +SKIP
+>>> result.history[-1]["loss"]                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import Collator, pad_id_of
+from .saving import _atomic_write, load_weights_into, save_reft
+
+MIXED = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """How to train (saved as ``train_config.json`` beside the results)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 4e-3                  # ReFT tolerates (and needs) larger rates than full finetuning
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1         # share of optimizer steps with a linearly rising rate
+    grad_accum: int = 1               # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"     # auto: bf16 autocast on CUDA when supported, else fp32
+    eval_every: int = 0               # optimizer steps between evaluations (0: only at the end)
+    save_every: int = 0               # optimizer steps between checkpoints (0: only at the end)
+    output_dir: str | None = None     # checkpoints, final weights, config and history go here
+    seed: int = 0                     # data order (per epoch) and dropout
+    max_steps: int | None = None      # stop early after this many optimizer steps
+    progress: bool = True             # tqdm bar
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mixed_precision not in MIXED:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: expected one of {MIXED}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= warmup_ratio < 1")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``.
+
+    >>> [round(lr_at(s, 10, 2, 1.0), 2) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def autocast_for(device: torch.device, mode: str):
+    """The autocast context for ``mode`` on ``device`` (a no-op for fp32)."""
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if mode == "no":
+        return nullcontext(), None
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+# ---- optimizer state as safetensors + JSON -------------------------------------------------
+def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
+    meta = {"param_groups": state["param_groups"], "scalars": scalars}
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
+    tensors = load_file(str(path.with_suffix(".safetensors")), device=str(device))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, key = name.split(".", 1)
+        if key == "step" and isinstance(value, torch.Tensor):
+            value = value.cpu()  # AdamW keeps `step` on the CPU unless capturable
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ---- the loop --------------------------------------------------------------------------------
+def _batches(n: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, rows: Sequence[dict], collate_fn: Callable, batch_size: int) -> float:
+    """Mean loss over ``rows`` (weighted by batch size)."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for i in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in collate_fn(rows[i:i + batch_size]).items()}
+        total += float(model(**batch).loss) * len(rows[i:i + batch_size])
+        count += len(rows[i:i + batch_size])
+    model.train(was)
+    return total / max(1, count)
+
+
+def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows: Sequence[dict] | None = None,
+          eval_fn: Callable[[nn.Module], dict] | None = None, collate_fn: Callable | None = None,
+          resume: bool = True) -> TrainResult:
+    """Train ``model``'s trainable parameters on tokenized ``rows`` (see ``tokenize_pairs``).
+
+    With ``output_dir``, a checkpoint in ``output_dir/checkpoint`` is resumed (same data order),
+    and the final weights, ``train_config.json`` and ``history.json`` are written there.
+    ``eval_fn(model) -> dict`` (or the mean loss on ``eval_rows``) runs every ``eval_every`` steps
+    and at the end.
+    """
+    if not rows:
+        raise ValueError("no training rows: give at least one example")
+    from tqdm.auto import tqdm
+
+    collate_fn = collate_fn or Collator(pad_id_of(model.tokenizer))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    device = params[0].device
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / config.grad_accum)
+    total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
+    warmup = int(config.warmup_ratio * total)
+    autocast, scaler = autocast_for(device, config.mixed_precision)
+    out = Path(config.output_dir) if config.output_dir else None
+    ckpt = out / "checkpoint" if out else None
+    result, start_step = TrainResult(steps=0), 0
+    if ckpt is not None and resume and (ckpt / "trainer_state.json").exists():
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        load_weights_into(model, ckpt)
+        load_optimizer(optimizer, ckpt / "optimizer", device)
+        start_step, result.history = state["step"], state["history"]
+    torch.manual_seed(config.seed + start_step)  # dropout stream; resumed runs continue from here
+
+    def checkpoint(step: int) -> None:
+        if ckpt is None:
+            return
+        save_reft(model, ckpt)
+        save_optimizer(optimizer, ckpt / "optimizer")
+        state = {"step": step, "history": result.history, "train_config": asdict(config)}
+        _atomic_write(ckpt / "trainer_state.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
+
+    def run_eval(step: int) -> dict:
+        metrics = eval_fn(model) if eval_fn else {}
+        if eval_rows:
+            metrics["eval_loss"] = evaluate_loss(model, eval_rows, collate_fn, config.batch_size)
+        if metrics:
+            result.history.append({"step": step, **metrics})
+        return metrics
+
+    model.train()
+    started, step = time.time(), start_step
+    bar = tqdm(total=total, initial=start_step, disable=not config.progress, desc="reft train")
+    running = 0.0
+    for epoch in range(config.epochs):
+        batches = _batches(len(rows), config.batch_size, epoch, config.seed)
+        groups = [batches[i:i + config.grad_accum] for i in range(0, len(batches), config.grad_accum)]
+        for index, group in enumerate(groups):
+            if step >= total:
+                break
+            if epoch * per_epoch + index < start_step:
+                continue  # already done before the resume
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, total, warmup, config.lr)
+            running = 0.0
+            for indices in group:
+                batch = {k: v.to(device) for k, v in collate_fn([rows[i] for i in indices]).items()}
+                with autocast:
+                    loss = model(**batch).loss / len(group)
+                (scaler.scale(loss) if scaler else loss).backward()
+                running += float(loss.detach())
+            if scaler:
+                scaler.unscale_(optimizer)
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.history.append({"step": step, "epoch": epoch, "loss": running,
+                                   "lr": optimizer.param_groups[0]["lr"]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if config.eval_every and step % config.eval_every == 0 and step < total:
+                run_eval(step)
+            if config.save_every and step % config.save_every == 0 and step < total:
+                checkpoint(step)
+    bar.close()
+    run_eval(step)
+    result.steps, result.seconds = step, round(time.time() - started, 2)
+    model.eval()
+    if out is not None:
+        checkpoint(step)
+        save_reft(model, out)
+        _atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
+        _atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))
+    return result
