@@ -10,6 +10,7 @@ example's next-token prediction sits at the last column (one logit row per examp
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -113,3 +114,18 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
             ids[i, width - len(row):] = torch.as_tensor(row)
             mask[i, width - len(row):] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def pad_token_id(hm) -> int:
+    """The tokenizer's pad id (else its eos id, else 0)."""
+    tok = hm.tokenizer
+    if tok is None:
+        return 0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return 0 if pad is None else int(pad)
+
+
+def last_logits_kwargs(hm) -> dict:
+    """Ask the model for the last position's logits only when it can (saves the vocab matmul)."""
+    takes = "logits_to_keep" in inspect.signature(hm.model.forward).parameters
+    return {"logits_to_keep": 1} if takes else {}

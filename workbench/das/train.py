@@ -15,7 +15,6 @@ per task jointly: each step sums the tasks' losses.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..interventions import Intervention
 from ..plan import PlanItem
 from ..positions import Indices
 from ..sites import Site
-from .data import CounterfactualData, pad_left
+from .data import CounterfactualData, last_logits_kwargs, pad_left, pad_token_id
 from .interventions import BoundlessRotatedSpaceIntervention
 
 
@@ -68,27 +67,13 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _pad_id(hm: HookedModel) -> int:
-    tok = hm.tokenizer
-    if tok is None:
-        return 0
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return 0 if pad is None else int(pad)
-
-
-def _last_logits_kwargs(hm: HookedModel) -> dict:
-    """Ask the model for the last position's logits only when it can (saves the vocab matmul)."""
-    takes = "logits_to_keep" in inspect.signature(hm.model.forward).parameters
-    return {"logits_to_keep": 1} if takes else {}
-
-
 @torch.no_grad()
 def source_states(hm: HookedModel, site: Site | str, data: CounterfactualData, batch_size: int = 64) -> torch.Tensor:
     """The sources' states at ``site`` and their positions, (N, k, d), read once.
 
     >>> states = source_states(hm, "L1.resid_post", data)                        # doctest: +SKIP
     """
-    site, pad, parts = Site.parse(site), _pad_id(hm), []
+    site, pad, parts = Site.parse(site), pad_token_id(hm), []
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
         batch = pad_left(data.source_ids[start:stop], pad)
@@ -104,14 +89,14 @@ def intervened_logits(hm: HookedModel, site: Site, intervention: Intervention, d
     ``states`` (N, k, d): cached source states; None runs the sources (the uncached path).
     """
     rows = index.tolist()
-    pad = _pad_id(hm)
+    pad = pad_token_id(hm)
     batch = pad_left([data.base_ids[i] for i in rows], pad)
     item = PlanItem(site, Indices([data.base_positions[i] for i in rows]), intervention,
                     source_positions=Indices([data.source_positions[i] for i in rows]),
                     source_values=None if states is None else states[index])
     sources = None if states is not None else [pad_left([data.source_ids[i] for i in rows], pad)]
     with hm.intervene([item], sources=sources):
-        out = hm.forward(batch, use_cache=False, **_last_logits_kwargs(hm))
+        out = hm.forward(batch, use_cache=False, **last_logits_kwargs(hm))
     return out.logits[:, -1]  # (B, V): left padding puts every last token in the last column
 
 
