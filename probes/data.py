@@ -1,0 +1,197 @@
+"""Sentiment data: ToyMovieReview prompts built from lexicons, and the SST loader.
+
+ToyMovieReview (Tigges et al.): ``I thought this movie was {ADJ}, I {VERB} it. Conclusion: This
+movie is`` with answers `` good`` / `` bad``. Adjectives and verbs are words on which VADER and
+TextBlob agree (see `probes.lexicons`), kept only where they are one token for the model's
+tokenizer, so every prompt has the same length and clean/flipped prompts align token by token.
+The train/test split is by adjective.
+
+>>> parse_sst_lines(["__label__5\\tA gem .", "__label__3\\tFine ."])[["label", "sentiment"]].values.tolist()
+[[5, 1]]
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from .lexicons import agreeing_words, load_textblob, load_vader
+
+TEMPLATE = "I thought this movie was {adj}, I {verb} it. Conclusion: This movie is"
+ANSWERS = (" good", " bad")  # (positive, negative) next tokens
+# Past-tense verbs that fit "I ___ it"; a grammatical frame only, the lexicons decide sentiment.
+VERB_FRAME = ("loved", "liked", "enjoyed", "adored", "admired", "appreciated", "hated", "disliked",
+              "despised", "loathed", "detested", "resented")
+SST_SPLITS = ("train", "dev", "test")
+SST_TEMPLATE = "Review: {text}\nSentiment: This review is"
+
+
+def single_token_words(tokenizer, words: Iterable[str], prefix: str = " ") -> list[str]:
+    """The words that are exactly one token when written after ``prefix`` (a leading space)."""
+    return [w for w in words if len(tokenizer(prefix + w, add_special_tokens=False)["input_ids"]) == 1]
+
+
+def check_single_tokens(tokenizer, texts: Iterable[str]) -> list[int]:
+    """Token ids of texts that must each be one token (e.g. answers ``" good"``), else a clear error."""
+    ids = []
+    for text in texts:
+        found = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(found) != 1:
+            raise ValueError(f"answer {text!r} is {len(found)} tokens ({tokenizer.convert_ids_to_tokens(found)}) "
+                             f"for this tokenizer; choose single-token answers, e.g. ' good' / ' bad'")
+        ids.append(found[0])
+    return ids
+
+
+def sentiment_words(tokenizer, vader: dict | None = None, textblob: pd.DataFrame | None = None,
+                    min_vader: float = 1.5, min_textblob: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(adjectives, verbs): lexicon-agreeing words that are one token each for ``tokenizer``.
+
+    Adjectives: TextBlob ``JJ`` words agreeing with VADER. Verbs: `VERB_FRAME` words present in
+    both lexicons (any part of speech) with the same sign, VADER ``|v| >= min_vader`` and TextBlob
+    ``|p| >= 0.15`` (TextBlob scores verbs weakly). Both tables: word, vader, textblob, sentiment.
+    """
+    vader = load_vader() if vader is None else vader
+    textblob = load_textblob() if textblob is None else textblob
+    adjectives = agreeing_words(vader, textblob, "JJ", min_vader, min_textblob)
+    adjectives = adjectives[adjectives["word"].isin(single_token_words(tokenizer, adjectives["word"]))]
+    tb = textblob.set_index("word")["polarity"]
+    rows = [(w, vader[w], float(tb[w]), 1 if vader[w] > 0 else -1) for w in VERB_FRAME
+            if w in vader and w in tb.index and abs(vader[w]) >= min_vader and abs(tb[w]) >= 0.15
+            and (vader[w] > 0) == (tb[w] > 0)]
+    verbs = pd.DataFrame(rows, columns=["word", "vader", "textblob", "sentiment"])
+    verbs = verbs[verbs["word"].isin(single_token_words(tokenizer, verbs["word"]))]
+    for name, table in (("adjectives", adjectives), ("verbs", verbs)):
+        counts = table["sentiment"].value_counts()
+        if counts.get(1, 0) < 1 or counts.get(-1, 0) < 1:
+            raise ValueError(f"no {name} of both signs survive the lexicon agreement and single-token filter "
+                             f"(counts {counts.to_dict()}); lower min_vader={min_vader} / min_textblob={min_textblob}")
+    return adjectives.reset_index(drop=True), verbs.reset_index(drop=True)
+
+
+def toy_movie_reviews(tokenizer, test_fraction: float = 0.3, seed: int = 0, max_per_sentiment: int | None = None,
+                      adjectives: pd.DataFrame | None = None, verbs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One ToyMovieReview prompt per adjective, its verb of the same sentiment cycled.
+
+    Columns: prompt, adjective, verb, sentiment (+1/-1), answer, foil, split ('train'/'test',
+    by adjective, balanced per sentiment).
+
+    >>> df = toy_movie_reviews(hm.tokenizer)                             # doctest: +SKIP
+    >>> df.prompt[0]                                                     # doctest: +SKIP
+    'I thought this movie was adorable, I loved it. Conclusion: This movie is'
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction={test_fraction} must be strictly between 0 and 1 (e.g. 0.3)")
+    check_single_tokens(tokenizer, ANSWERS)
+    if adjectives is None or verbs is None:
+        adjectives, verbs = sentiment_words(tokenizer)
+    rng = random.Random(seed)
+    rows = []
+    for sign in (1, -1):
+        adjs = sorted(adjectives.loc[adjectives["sentiment"] == sign, "word"])
+        rng.shuffle(adjs)
+        adjs = adjs[:max_per_sentiment] if max_per_sentiment else adjs
+        vbs = sorted(verbs.loc[verbs["sentiment"] == sign, "word"])
+        n_test = max(1, round(len(adjs) * test_fraction))
+        if len(adjs) - n_test < 1:
+            raise ValueError(f"only {len(adjs)} adjectives of sentiment {sign:+d}: too few for a train/test split")
+        answer, foil = ANSWERS if sign > 0 else ANSWERS[::-1]
+        for i, adj in enumerate(adjs):
+            rows.append({"prompt": TEMPLATE.format(adj=adj, verb=vbs[i % len(vbs)]), "adjective": adj,
+                         "verb": vbs[i % len(vbs)], "sentiment": sign, "answer": answer, "foil": foil,
+                         "split": "test" if i < n_test else "train"})
+    return pd.DataFrame(rows)
+
+
+def contrast_pairs(reviews: pd.DataFrame, split: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """Pairs (clean, flipped) of opposite sentiment in the same split, each prompt once as clean.
+
+    Columns: clean, flipped, sentiment (of the clean prompt), answer, foil (the clean's answers).
+    """
+    table = reviews if split is None else reviews[reviews["split"] == split]
+    rng = random.Random(seed)
+    rows = []
+    for sign in (1, -1):
+        clean = table[table["sentiment"] == sign]
+        others = list(table.loc[table["sentiment"] == -sign, "prompt"])
+        if not others or clean.empty:
+            raise ValueError(f"split {split!r} lacks prompts of both sentiments; cannot build contrast pairs")
+        rng.shuffle(others)
+        for i, row in enumerate(clean.itertuples()):
+            rows.append({"clean": row.prompt, "flipped": others[i % len(others)], "sentiment": sign,
+                         "answer": row.answer, "foil": row.foil})
+    return pd.DataFrame(rows)
+
+
+# ---- SST -------------------------------------------------------------------------------------
+_SST_LINE = re.compile(r"^__label__(?P<label>[1-5])\t(?P<text>\S.*)$")
+_PTB_FIXES = [(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1"), (r" ([,.;:!?%])", r"\1"), (r"`` ", '"'),
+              (r" ''", '"'), (r"-LRB- ", "("), (r" -RRB-", ")"), (r"\$ ", "$")]
+
+
+def detokenize_ptb(text: str) -> str:
+    """Undo SST's Penn-Treebank tokenization so the model reads ordinary text.
+
+    >>> detokenize_ptb("It 's a gem , is n't it ?")
+    "It's a gem, isn't it?"
+    """
+    for pattern, replacement in _PTB_FIXES:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
+def parse_sst_lines(lines: Iterable[str], binary: bool = True, detokenize: bool = True,
+                    source: str = "<lines>") -> pd.DataFrame:
+    """Lines ``__label__N<TAB>sentence`` (N in 1..5) -> DataFrame text, label, sentiment.
+
+    ``binary`` drops neutral label 3 and maps 1-2 to -1, 4-5 to +1 (SST-2); otherwise sentiment
+    is 0 for label 3.
+    """
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        match = _SST_LINE.match(line)
+        if match is None:
+            raise ValueError(f"{source} line {number}: {line[:60]!r} is not an SST line; expected "
+                             f"'__label__N<TAB>sentence' with N in 1..5")
+        label = int(match.group("label"))
+        if binary and label == 3:
+            continue
+        text = detokenize_ptb(match.group("text")) if detokenize else match.group("text")
+        rows.append((text, label, (label > 3) - (label < 3)))
+    if not rows:
+        raise ValueError(f"{source}: no SST sentences found (binary={binary}); expected '__label__N<TAB>...' lines")
+    return pd.DataFrame(rows, columns=["text", "label", "sentiment"])
+
+
+def load_sst(folder: str | Path, split: str = "dev", binary: bool = True, detokenize: bool = True,
+             limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """SST from ``folder/sst_{split}.txt`` (the shared ``../shared/data/sst``), optionally a seeded sample.
+
+    >>> load_sst("../shared/data/sst", "dev").shape[0]                  # doctest: +SKIP
+    872
+    """
+    if split not in SST_SPLITS:
+        raise ValueError(f"SST split {split!r}: expected one of {SST_SPLITS}")
+    path = Path(folder) / f"sst_{split}.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; pass the folder holding sst_train/dev/test.txt "
+                                f"(e.g. ../shared/data/sst)")
+    with open(path, encoding="utf-8") as handle:
+        df = parse_sst_lines(handle, binary=binary, detokenize=detokenize, source=str(path))
+    if limit is not None and limit < len(df):
+        df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
+    return df
+
+
+def sst_prompts(texts: Iterable[str], template: str = SST_TEMPLATE) -> list[str]:
+    """Zero-shot prompts for sentences; the answers are `ANSWERS` (`` good`` / `` bad``)."""
+    if "{text}" not in template:
+        raise ValueError(f"SST template {template!r} lacks the '{{text}}' slot")
+    return [template.format(text=t) for t in texts]
