@@ -3,7 +3,8 @@
 Each class is an ``nn.Module`` with ``forward(base, source=None)`` on gathered ``(B, k, d)``
 slices (batch, positions, hidden size); the hooked model gathers, calls and scatters. They hold
 only their own parameters, created in the dtype and on the device you pass (the model's: there
-is no hidden bfloat16 default).
+is no hidden bfloat16 default). One exception: LoReFT's and ConsReFT's R is stored in float32 for
+bf16/fp16 models, because Householder QR has no half-precision kernels; it is cast when applied.
 
 Dropout and the activation act on the rank-r edit coefficients, never on the hidden state itself:
 dropping channels of the residual stream would perturb the frozen model, not the edit.
@@ -34,6 +35,12 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def _rotation_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
+    """R's storage dtype: the model's, except half precision, which Householder QR does not support
+    (``orgqr`` has no bf16/fp16 kernels); then R is kept in float32 and cast when applied."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def _check(hidden_size: int, rank: int, dropout: float) -> None:
@@ -76,13 +83,13 @@ class LoReFT(ReftIntervention):
         super().__init__()
         _check(hidden_size, rank, dropout)
         self.hidden_size, self.rank, self.activation_name = hidden_size, rank, activation
-        self.rotate = OrthonormalRows(hidden_size, rank, dtype=dtype, device=device)  # R (r, d)
+        self.rotate = OrthonormalRows(hidden_size, rank, dtype=_rotation_dtype(dtype), device=device)  # R (r, d)
         self.learned_source = nn.Linear(hidden_size, rank, dtype=dtype, device=device)  # W (r, d), b (r,)
         self.act = _activation(activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, base: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        R = self.rotate.weight  # (r, d)
+        R = self.rotate.weight.to(base.dtype)  # (r, d)
         if self.activation_name == "linear":
             coef = F.linear(base, self.learned_source.weight - R, self.learned_source.bias)  # (B, k, r)
         else:
@@ -92,7 +99,7 @@ class LoReFT(ReftIntervention):
     @torch.no_grad()
     def set_identity(self) -> "LoReFT":
         """Set W = R and b = 0: the edit vanishes (exactly, with the linear activation)."""
-        self.learned_source.weight.copy_(self.rotate.weight)
+        self.learned_source.weight.copy_(self.rotate.weight.to(self.learned_source.weight.dtype))
         self.learned_source.bias.zero_()
         return self
 
@@ -140,12 +147,12 @@ class ConsReFT(ReftIntervention):
             raise ValueError(f"ConsReFT has no input-dependent term to activate; got activation={activation!r}, "
                              f"use 'linear'")
         self.hidden_size, self.rank, self.activation_name = hidden_size, rank, activation
-        self.rotate = OrthonormalRows(hidden_size, rank, dtype=dtype, device=device)  # R (r, d)
+        self.rotate = OrthonormalRows(hidden_size, rank, dtype=_rotation_dtype(dtype), device=device)  # R (r, d)
         self.learned_source = nn.Parameter(torch.zeros(rank, dtype=dtype, device=device))  # b (r,)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, base: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        R = self.rotate.weight  # (r, d)
+        R = self.rotate.weight.to(base.dtype)  # (r, d)
         coef = self.learned_source - base @ R.T  # (B, k, r)
         return base + self.dropout(coef) @ R  # (B, k, d)
 
