@@ -35,6 +35,20 @@ class _Resolved:
     positions: Positions | None = None  # for the current forward call; None = skip this call
 
 
+def _past_length(kwargs: dict) -> int:
+    """Tokens already in the KV cache of this call (0 in a prefill or an uncached call).
+
+    transformers 5 passes the cache as ``cache`` (``past_key_values`` before); generate may omit
+    the attention mask when nothing is padded, so the mask's width cannot tell a decode step.
+    """
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[-2]) if len(cache) else 0  # legacy tuple of (key, value)
+
+
 class HookedModel:
     """Wraps a Hugging Face model (any supported family) and its tokenizer."""
 
@@ -193,7 +207,7 @@ class HookedModel:
                 raise ValueError("intervene needs input_ids in the model call (inputs_embeds is not supported)")
             mask = kwargs.get("attention_mask")
             mask = torch.ones_like(ids) if mask is None else mask
-            decoding = mask.shape[1] > ids.shape[1]  # a cached generation step: only new tokens
+            decoding = _past_length(kwargs) > 0  # a cached generation step: only new tokens
             for r in resolved:
                 if decoding:
                     step = torch.full((ids.shape[0], 1), ids.shape[1] - 1, device=ids.device)
