@@ -25,7 +25,7 @@ import torch
 from workbench import Patch
 from workbench.das import (CounterfactualData, LowRankRotatedSpaceIntervention, SubspaceInterchange, TrainConfig,
                            evaluate, source_states, train_alignment, train_multitask)
-from workbench.data import RavelData, build_queries, filter_correct, ravel_counterfactuals
+from workbench.data import RavelData, RavelSetup, prepare_ravel
 from workbench.hooked import HookedModel
 from workbench.sites import Site
 
@@ -45,6 +45,7 @@ class RavelConfig:
     methods: tuple[str, ...] = METHODS
     entities_per_split: dict = field(default_factory=lambda: {"train": 120, "val": 40, "test": 60})
     max_templates: int | None = 3  # per attribute and split, to bound the filtering cost
+    max_entity_tokens: int | None = None  # 1: single-token entities, so the last entity token is all of it
     n_train: int = 128  # examples per attribute and kind (cause / isolate)
     n_val: int = 32
     n_test: int = 64
@@ -53,39 +54,6 @@ class RavelConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=16, patience=1))
     reference: bool = True  # also score the full patch (Cause ~ 1, Isolate ~ 0 when the site carries the entity)
     progress: bool = True
-
-
-@dataclass
-class RavelSetup:
-    """Filtered queries and counterfactuals: ``examples[split][attribute][kind]``."""
-
-    kept: dict[str, pd.DataFrame]
-    summary: pd.DataFrame  # per split and attribute: queries, correct, kept_share
-    examples: dict[str, dict[str, dict[str, CounterfactualData]]]
-    data: RavelData  # attribute values for the featurizers' labels
-
-
-def _pick_entities(data: RavelData, split: str, n: int | None, seed: int) -> list[str]:
-    names = data.entities(split)
-    if n is None or n >= len(names):
-        return names
-    generator = torch.Generator().manual_seed(seed)
-    return [names[int(i)] for i in torch.randperm(len(names), generator=generator)[:n]]
-
-
-def prepare(hm: HookedModel, data: RavelData, config: RavelConfig) -> RavelSetup:
-    """Queries per split, filtered to the ones the model answers, then Cause/Isolate examples."""
-    kept, summaries, examples = {}, [], {}
-    sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-    for split, n in sizes.items():
-        entities = _pick_entities(data, split, config.entities_per_split.get(split), config.seed)
-        queries = build_queries(hm.tokenizer, data, config.attributes, split, entities,
-                                config.max_templates, config.seed)
-        kept[split], summary = filter_correct(hm, queries, config.batch_size, config.progress)
-        summaries.append(summary.assign(split=split))
-        examples[split] = {a: {kind: ravel_counterfactuals(hm.tokenizer, data, kept[split], a, kind, n, config.seed)
-                               for kind in ("cause", "isolate")} for a in config.attributes}
-    return RavelSetup(kept, pd.concat(summaries, ignore_index=True), examples, data)
 
 
 def _representations(hm: HookedModel, site: Site, kept: pd.DataFrame, batch_size: int) -> torch.Tensor:
@@ -146,13 +114,24 @@ def score(hm: HookedModel, config: RavelConfig, setup: RavelSetup, interventions
 
 
 def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig) -> tuple[pd.DataFrame, dict]:
-    """Every method's Cause / Isolate / Disentangle (per attribute and mean), with wall time.
+    """Filter and build the examples, then compare every method (see `compare_methods`).
 
-    Returns the table and ``details`` (the setup's kept-share summary, per-method seconds).
+    Returns the table and ``details`` (the kept-share summary, timings, the setup).
     """
     started = time.time()
-    setup = prepare(hm, data, config)
+    setup = prepare_ravel(hm, data, config.attributes, {"train": config.n_train, "val": config.n_val,
+                          "test": config.n_test}, config.entities_per_split, config.max_templates, config.seed,
+                          config.batch_size, config.progress, config.max_entity_tokens)
     prepare_seconds = time.time() - started
+    table = compare_methods(hm, setup, config)
+    details = {"summary": setup.summary, "prepare_seconds": prepare_seconds, "config": asdict(config),
+               "setup": setup, "seconds": time.time() - started}
+    return table, details
+
+
+def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> pd.DataFrame:
+    """Every method's Cause / Isolate / Disentangle per attribute and their mean, with wall time
+    (``fit_seconds``: fitting or training; ``seconds``: that plus scoring on the test split)."""
     states = {(a, kind): source_states(hm, config.site, setup.examples["test"][a][kind], config.batch_size)
               for a in config.attributes for kind in ("cause", "isolate")}
     for (a, kind), s in states.items():
@@ -172,10 +151,7 @@ def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig) -> tuple[pd
         mean = pd.DataFrame(per_attribute)[["cause", "isolate", "disentangle"]].mean()
         rows.append({"method": method, "attribute": "mean", **mean.to_dict(), "fit_seconds": fit_seconds,
                      "seconds": seconds})
-    table = pd.DataFrame(rows)
-    details = {"summary": setup.summary, "prepare_seconds": prepare_seconds, "config": asdict(config),
-               "setup": setup, "seconds": time.time() - started}
-    return table, details
+    return pd.DataFrame(rows)
 
 
 def ravel_figure(table: pd.DataFrame):

@@ -102,8 +102,9 @@ def test_queries_answers_and_entity_positions():
     tok = word_tokenizer()
     assert answer_text("%s is in", "France") == " France"
     assert answer_text('{"city": "%s", "country": "', "France") == "France"
-    ids, position = entity_last_token(tok, "the %s is a", "cat")
-    assert tok.convert_ids_to_tokens(ids)[position] == "cat" and position == 1
+    ids, position, width = entity_last_token(tok, "the %s is a", "cat")
+    assert tok.convert_ids_to_tokens(ids)[position] == "cat" and position == 1 and width == 1
+    assert entity_last_token(tok, "%s is a", "good cat")[1:] == (1, 2)
     queries = build_queries(tok, _toy_data(), ["Country", "Kind"], split="train")
     assert len(queries) == 8
     row = queries[(queries.entity == "Rome") & (queries.attribute == "Country")].iloc[0]

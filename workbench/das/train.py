@@ -74,6 +74,8 @@ def source_states(hm: HookedModel, site: Site | str, data: CounterfactualData, b
     >>> states = source_states(hm, "L1.resid_post", data)                        # doctest: +SKIP
     """
     site, pad, parts = Site.parse(site), pad_token_id(hm), []
+    if len(data) == 0:
+        return torch.zeros(0, data.k, hm.site_size(site), device=hm.device)  # (0, k, d)
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
         batch = pad_left(data.source_ids[start:stop], pad)

@@ -35,22 +35,25 @@ LANGUAGES = {  # ISO 639-1 -> English name, for the first language geonames list
     "uz": "Uzbek", "vi": "Vietnamese", "zh": "Chinese", "am": "Amharic", "af": "Afrikaans", "mt": "Maltese",
 }
 
-TEMPLATES = {  # per attribute: 3 train, 1 val, 1 test (in this order)
-    "Country": ["%s is a city in the country of", "The city of %s is in the country of",
-                "%s is located in the country of", "Q: Which country is %s in?\nA:",
-                "%s belongs to the country of"],
-    "Continent": ["%s is a city on the continent of", "The city of %s is on the continent of",
-                  "%s is located on the continent of", "Q: Which continent is %s on?\nA:",
-                  "%s belongs to the continent of"],
+TEMPLATES = {  # per attribute: 3 train, 1 val, 1 test (in this order); the entity never opens the prompt,
+    # so it is tokenized as in running text (" Paris" is one token, "Paris" at the start may not be)
+    "Country": ["The city of %s is in the country of", "The town of %s lies in the country of",
+                "We visited %s, a city in the country of", "Q: Which country is %s in?\nA:",
+                "I live in %s, which is in the country of"],
+    "Continent": ["The city of %s is on the continent of", "The town of %s lies on the continent of",
+                  "We visited %s, a city on the continent of", "Q: Which continent is %s on?\nA:",
+                  "I live in %s, which is on the continent of"],
     "Language": ["In %s, most people speak", "The main language spoken in %s is",
                  "People in %s usually speak", "Q: Which language do people in %s speak?\nA:",
                  "The official language of %s is"],
-    "Timezone": ["The time zone of %s is", "%s uses the time zone", "%s is in the time zone",
-                 "Q: What is the time zone of %s?\nA:", "The IANA time zone of %s is"],
-    "Latitude": ["The latitude of %s is", "%s has a latitude of", "%s lies at a latitude of",
-                 "Q: What is the latitude of %s?\nA:", "The city of %s has a latitude of"],
-    "Longitude": ["The longitude of %s is", "%s has a longitude of", "%s lies at a longitude of",
-                  "Q: What is the longitude of %s?\nA:", "The city of %s has a longitude of"],
+    "Timezone": ["The time zone of %s is", "The city of %s uses the time zone",
+                 "The clocks in %s follow the time zone", "Q: What is the time zone of %s?\nA:",
+                 "The IANA time zone of %s is"],
+    "Latitude": ["The latitude of %s is", "The city of %s has a latitude of", "The town of %s lies at a latitude of",
+                 "Q: What is the latitude of %s?\nA:", "The center of %s has a latitude of"],
+    "Longitude": ["The longitude of %s is", "The city of %s has a longitude of",
+                  "The town of %s lies at a longitude of", "Q: What is the longitude of %s?\nA:",
+                  "The center of %s has a longitude of"],
 }
 _TEMPLATE_SPLITS = ("train", "train", "train", "val", "test")
 

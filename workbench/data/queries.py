@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from .ravel import RavelData
 
-QUERY_COLUMNS = ["entity", "attribute", "template", "split", "value", "text", "ids", "position", "label"]
+QUERY_COLUMNS = [
+    "entity", "attribute", "template", "split", "value", "text", "ids", "position", "entity_tokens", "label"]
 
 
 def answer_text(template: str, value: str) -> str:
@@ -42,26 +43,36 @@ def answer_token(tokenizer, template: str, value: str) -> int:
     return int(ids[0])
 
 
-def entity_last_token(tokenizer, template: str, entity: str) -> tuple[list[int], int] | None:
-    """Token ids of the filled template and the index of the entity's last token.
+def entity_last_token(tokenizer, template: str, entity: str) -> tuple[list[int], int, int] | None:
+    """Token ids of the filled template, the index of the entity's last token, and how many
+    tokens the entity takes.
 
     None when the tokenization merges the entity's last token with the text after it (the
     entity then has no token of its own to intervene on).
     """
     full = tokenizer(template.replace("%s", entity))["input_ids"]
-    prefix = tokenizer(template[: template.index("%s")] + entity)["input_ids"]
+    before = template[: template.index("%s")]
+    prefix = tokenizer(before + entity)["input_ids"]
     if full[: len(prefix)] != prefix:
         return None
-    return list(full), len(prefix) - 1
+    width = len(prefix)  # the entity's tokens: those after the template text before it
+    for text in (before, before.rstrip()):  # "of " + "Paris" -> "of", " Paris": the space joins the entity
+        ids = tokenizer(text)["input_ids"]
+        if prefix[: len(ids)] == ids and len(ids) < len(prefix):
+            width = len(prefix) - len(ids)
+            break
+    return list(full), len(prefix) - 1, width
 
 
 def build_queries(tokenizer, data: RavelData, attributes: Sequence[str], split: str | None = None,
                   entities: Sequence[str] | None = None, max_templates: int | None = None,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, max_entity_tokens: int | None = None) -> pd.DataFrame:
     """One row per (entity, attribute, template) of a split, columns ``QUERY_COLUMNS``.
 
     Entities come from the entity split and templates from the prompt split of the same name.
-    ``max_templates`` keeps that many templates per attribute (chosen with ``seed``).
+    ``max_templates`` keeps that many templates per attribute (chosen with ``seed``);
+    ``max_entity_tokens`` drops entities longer than that in a prompt (with 1, the last entity
+    token is the whole entity).
 
     >>> q = build_queries(tok, data, ["Country"], split="test", max_templates=2)   # doctest: +SKIP
     """
@@ -80,10 +91,13 @@ def build_queries(tokenizer, data: RavelData, attributes: Sequence[str], split: 
                 found = entity_last_token(tokenizer, template, entity)
                 if found is None:
                     continue
-                ids, position = found
+                ids, position, width = found
+                if max_entity_tokens is not None and width > max_entity_tokens:
+                    continue
                 rows.append({"entity": entity, "attribute": attribute, "template": template,
                              "split": data.entity_split[entity], "value": value,
                              "text": template.replace("%s", entity), "ids": ids, "position": position,
+                             "entity_tokens": width,
                              "label": answer_token(tokenizer, template, value)})
     return pd.DataFrame(rows, columns=QUERY_COLUMNS)
 

@@ -1,0 +1,66 @@
+"""``workbench ravel``: Cause / Isolate / Disentangle for PCA, probe, mean difference, DAS and MDAS.
+
+    workbench ravel --data ../shared/data/ravel --attributes Country Continent --layer 8 --k 16 \\
+        --epochs 2 --out runs/ravel
+
+Writes ``results.parquet``/``.csv`` (one row per method and attribute, plus the mean), ``figure.html``,
+``kept.csv`` (kept share of queries per split and attribute) and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.das import add_data_args, load_data_from_args, train_config_from_args
+
+from .ravel import METHODS
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from workbench.runs import save_run
+    from workbench.sites import Site
+
+    from .ravel import RavelConfig, ravel_figure, run_ravel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    hm = load_from_args(args)
+    data = load_data_from_args(args)
+    config = RavelConfig(attributes=tuple(args.attributes), site=str(Site(args.layer, args.component)), k=args.k,
+                         methods=tuple(args.methods), entities_per_split=dict(zip(("train", "val", "test"), args.entities)),
+                         max_templates=args.max_templates,
+                         max_entity_tokens=args.max_entity_tokens, n_train=args.examples[0], n_val=args.examples[1],
+                         n_test=args.examples[2], seed=args.seed, train=train_config_from_args(args),
+                         reference=not args.no_reference)
+    table, details = run_ravel(hm, data, config)
+    out = Path(args.out or f"runs/ravel-{datetime.now():%Y%m%d-%H%M%S}")
+    run_config = {"command": "ravel", **{k: v for k, v in vars(args).items() if k != "func"},
+                  "ravel_config": asdict(config), "data_origin": data.origin, "model": hm.name,
+                  "threads": torch.get_num_threads(), "prepare_seconds": round(details["prepare_seconds"], 1),
+                  "seconds": round(time.time() - started, 1)}
+    paths = save_run(out, table, run_config, figure=ravel_figure(table))
+    details["summary"].to_csv(out / "kept.csv", index=False)
+    print("kept share of queries the model answers correctly:")
+    print(details["summary"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nCause / Isolate / Disentangle at {config.site}, k={config.k} (test split):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"total {time.time() - started:.1f} s; wrote {out}/ ({', '.join(p.name for p in paths.values())}, kept.csv)")
+    return 0
+
+
+def register(sub) -> None:
+    ravel = sub.add_parser("ravel", help="RAVEL-style Cause/Isolate/Disentangle for subspace methods")
+    ravel.add_argument("--attributes", nargs="+", default=["Country", "Continent"], help="attributes to compare")
+    ravel.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ravel.add_argument("--no-reference", action="store_true", help="skip the full-patch reference row")
+    add_data_args(ravel)
+    add_model_args(ravel)
+    ravel.set_defaults(func=run)

@@ -1,0 +1,63 @@
+"""From RAVEL-style data to counterfactual splits: pick entities, build and filter queries, then
+Cause and Isolate examples per attribute and split.
+
+>>> setup = prepare_ravel(hm, data, ["Country", "Continent"], {"train": 128, "val": 32, "test": 64})  # doctest: +SKIP
+>>> setup.summary                                 # kept share per split and attribute     # doctest: +SKIP
+>>> setup.examples["train"]["Country"]["cause"]   # a CounterfactualData                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from ..das.data import CounterfactualData
+from .counterfactuals import KINDS, ravel_counterfactuals
+from .queries import build_queries, filter_correct
+from .ravel import SPLITS, RavelData
+
+
+@dataclass
+class RavelSetup:
+    """Filtered queries and counterfactuals: ``examples[split][attribute][kind]``."""
+
+    kept: dict[str, pd.DataFrame]  # per split: the queries the model answers correctly
+    summary: pd.DataFrame  # per split and attribute: queries, correct, kept_share
+    examples: dict[str, dict[str, dict[str, CounterfactualData]]]
+    data: RavelData  # attribute values (e.g. labels for featurizers)
+
+
+def pick_entities(data: RavelData, split: str, n: int | None, seed: int) -> list[str]:
+    """``n`` entities of ``split`` chosen with ``seed`` (all when n is None or larger)."""
+    names = data.entities(split)
+    if n is None or n >= len(names):
+        return names
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(names[int(i)] for i in torch.randperm(len(names), generator=generator)[:n])
+
+
+def prepare_ravel(hm, data: RavelData, attributes: Sequence[str], examples_per_split: Mapping[str, int],
+                  entities_per_split: Mapping[str, int | None] | None = None, max_templates: int | None = None,
+                  seed: int = 0, batch_size: int = 32, progress: bool = False,
+                  max_entity_tokens: int | None = None) -> RavelSetup:
+    """Queries per split, filtered to the ones the model answers, then Cause/Isolate examples
+    (``examples_per_split[split]`` of each kind per attribute). See `build_queries` for
+    ``max_templates`` and ``max_entity_tokens``."""
+    for split in examples_per_split:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+    for attribute in attributes:
+        data.templates(attribute)  # a KeyError naming the available attributes
+    kept, summaries, examples = {}, [], {}
+    for split, n in examples_per_split.items():
+        entities = pick_entities(data, split, (entities_per_split or {}).get(split), seed)
+        queries = build_queries(hm.tokenizer, data, attributes, split, entities, max_templates, seed,
+                                max_entity_tokens)
+        kept[split], summary = filter_correct(hm, queries, batch_size, progress)
+        summaries.append(summary.assign(split=split))
+        examples[split] = {a: {kind: ravel_counterfactuals(hm.tokenizer, data, kept[split], a, kind, n, seed)
+                               for kind in KINDS} for a in attributes}
+    return RavelSetup(kept, pd.concat(summaries, ignore_index=True), examples, data)
