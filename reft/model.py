@@ -76,7 +76,7 @@ class ReftModel(nn.Module):
     def plan(self, prompt_lengths: torch.Tensor | None = None) -> list[PlanItem]:
         """Plan items for one batch: positions on the prompt (``prompt_lengths`` (B,)) or on the whole input."""
         sel = self.reft_config.selector()
-        positions = sel if prompt_lengths is None else PromptFirstLast(sel.first, sel.last, prompt_lengths)
+        positions = PromptFirstLast(sel.first, sel.last, prompt_lengths)
         return [PlanItem(site, positions, self.interventions[_site_key(site)]) for site in self.reft_config.sites()]
 
     @contextmanager

@@ -165,10 +165,15 @@ def test_bad_configs_name_the_value_and_the_fix(config, message):
         get_reft_model(hm, ReftConfig(**config))
 
 
-def test_prompt_shorter_than_the_positions_is_a_clear_error():
+def test_short_prompts_write_each_token_once_and_never_past_the_prompt():
     hm = tiny_model("llama")
     reft = get_reft_model(hm, ReftConfig(layers=(1,), rank=2, positions="f3+l3"))
     batch = batch_of(hm, ["the cat sat on the mat"])
-    with pytest.raises(IndexError, match="example 0 has a 2-token prompt, shorter than 3"):
-        reft(**batch, labels=batch["input_ids"], prompt_lengths=torch.tensor([2]))
-    assert all(not m._forward_hooks for m in hm.model.modules())  # hooks removed after the error
+    plan = reft.plan(torch.tensor([2]))  # a 2-token prompt, 3 first and 3 last slots
+    pos = plan[0].positions.resolve(batch["input_ids"], batch["attention_mask"])
+    written = pos.index[pos.mask].tolist()
+    assert sorted(written) == [0, 1]  # each prompt token once, nothing past the prompt
+    with torch.no_grad():
+        plain = hm.forward(batch, use_cache=False).logits
+        full = reft(**batch, prompt_lengths=torch.tensor([2])).logits
+    assert not torch.allclose(full[:, 0], plain[:, 0]) and not torch.allclose(full[:, 1], plain[:, 1])
