@@ -126,4 +126,4 @@ def filter_correct(hm, queries: pd.DataFrame, batch_size: int = 64,
     queries["correct"] = (predicted == torch.as_tensor(queries["label"].tolist(), dtype=torch.long)).tolist()
     summary = (queries.groupby("attribute")["correct"].agg(queries="size", correct="sum").reset_index())
     summary["kept_share"] = summary["correct"] / summary["queries"]
-    return queries[queries["correct"]].reset_index(drop=True), summary
+    return queries[queries["correct"].astype(bool)].reset_index(drop=True), summary

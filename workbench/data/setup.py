@@ -30,9 +30,13 @@ class RavelSetup:
     data: RavelData  # attribute values (e.g. labels for featurizers)
 
 
-def pick_entities(data: RavelData, split: str, n: int | None, seed: int) -> list[str]:
-    """``n`` entities of ``split`` chosen with ``seed`` (all when n is None or larger)."""
-    names = data.entities(split)
+def pick_entities(names: Sequence[str], n: int | None, seed: int) -> list[str]:
+    """``n`` of ``names`` chosen with ``seed`` (all when n is None or larger), sorted.
+
+    >>> pick_entities(["a", "b", "c"], 2, seed=0)
+    ['a', 'c']
+    """
+    names = sorted(names)
     if n is None or n >= len(names):
         return names
     generator = torch.Generator().manual_seed(seed)
@@ -53,9 +57,9 @@ def prepare_ravel(hm, data: RavelData, attributes: Sequence[str], examples_per_s
         data.templates(attribute)  # a KeyError naming the available attributes
     kept, summaries, examples = {}, [], {}
     for split, n in examples_per_split.items():
-        entities = pick_entities(data, split, (entities_per_split or {}).get(split), seed)
-        queries = build_queries(hm.tokenizer, data, attributes, split, entities, max_templates, seed,
-                                max_entity_tokens)
+        queries = build_queries(hm.tokenizer, data, attributes, split, None, max_templates, seed, max_entity_tokens)
+        entities = pick_entities(set(queries.entity), (entities_per_split or {}).get(split), seed)  # among usable
+        queries = queries[queries.entity.isin(entities)].reset_index(drop=True)
         kept[split], summary = filter_correct(hm, queries, batch_size, progress)
         summaries.append(summary.assign(split=split))
         examples[split] = {a: {kind: ravel_counterfactuals(hm.tokenizer, data, kept[split], a, kind, n, seed)
