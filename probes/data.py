@@ -77,6 +77,7 @@ def toy_movie_reviews(tokenizer, test_fraction: float = 0.3, seed: int = 0, max_
                       adjectives: pd.DataFrame | None = None, verbs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One ToyMovieReview prompt per adjective, its verb of the same sentiment cycled.
 
+    Words that are also verbs (``loved`` is a TextBlob adjective) are not used as adjectives.
     Columns: prompt, adjective, verb, sentiment (+1/-1), answer, foil, split ('train'/'test',
     by adjective, balanced per sentiment).
 
@@ -92,7 +93,7 @@ def toy_movie_reviews(tokenizer, test_fraction: float = 0.3, seed: int = 0, max_
     rng = random.Random(seed)
     rows = []
     for sign in (1, -1):
-        adjs = sorted(adjectives.loc[adjectives["sentiment"] == sign, "word"])
+        adjs = sorted(set(adjectives.loc[adjectives["sentiment"] == sign, "word"]) - set(verbs["word"]))
         rng.shuffle(adjs)
         adjs = adjs[:max_per_sentiment] if max_per_sentiment else adjs
         vbs = sorted(verbs.loc[verbs["sentiment"] == sign, "word"])
@@ -195,3 +196,28 @@ def sst_prompts(texts: Iterable[str], template: str = SST_TEMPLATE) -> list[str]
     if "{text}" not in template:
         raise ValueError(f"SST template {template!r} lacks the '{{text}}' slot")
     return [template.format(text=t) for t in texts]
+
+
+def word_positions(tokenizer, prompt: str, words: Iterable[str]) -> list[int]:
+    """Token index (counting real tokens, special ones included) of each word's first occurrence.
+
+    A word must be one token preceded by a space or start the prompt, e.g. the ADJ and VERB slots.
+
+    >>> word_positions(tok, "I thought this movie was good, I loved it.", ["good", "loved"])  # doctest: +SKIP
+    [5, 8]
+    """
+    found, after = [], 0
+    ids = tokenizer(prompt)["input_ids"]
+    for word in words:  # each word is searched after the previous one
+        match = re.compile(rf"(^|(?<=\s)){re.escape(word)}\b").search(prompt, after)
+        if match is None:
+            raise ValueError(f"word {word!r} not found in prompt {prompt!r}")
+        index = len(tokenizer(prompt[: match.start()].rstrip())["input_ids"]) if match.start() else len(
+            tokenizer("")["input_ids"])
+        piece = tokenizer.decode([ids[index]]).strip() if index < len(ids) else ""
+        if piece != word:
+            raise ValueError(f"word {word!r} in {prompt!r} is not a single token at index {index} "
+                             f"(found {piece!r}); use words that are one token after a space")
+        found.append(index)
+        after = match.end()
+    return found

@@ -1,0 +1,1 @@
+"""Sentiment directions (Tigges et al.): ToyMovieReview fits, directional patching and ablation, SST."""
