@@ -83,6 +83,7 @@ def test_geonames_city_set():
     assert set(data.entity_split.values()) == {"train", "val", "test"}
     for a in data.attribute_names:
         assert [len(data.templates(a, s)) for s in ("train", "val", "test")] == [3, 1, 1]
+        assert "Q:" in data.templates(a, "train")[-1]
     assert city_dataset(min_population=2_000_000, band=10).attributes["Paris"]["Latitude"] == "40"
     assert len(city_dataset(min_population=2_000_000, max_entities=5).entities()) == 5
     with pytest.raises(ValueError, match="band = 0"):

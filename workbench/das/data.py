@@ -77,9 +77,9 @@ class CounterfactualData:
     @staticmethod
     def concat(parts: Sequence["CounterfactualData"]) -> "CounterfactualData":
         """One dataset from several, in order."""
-        parts = [p for p in parts if len(p)]
         if not parts:
-            raise ValueError("nothing to concatenate: every part is empty")
+            raise ValueError("nothing to concatenate: give at least one dataset")
+        parts = [p for p in parts if len(p)] or list(parts[:1])
         join = lambda name: [row for p in parts for row in getattr(p, name)]  # noqa: E731
         return CounterfactualData(join("base_ids"), join("base_positions"), join("source_ids"),
                                   join("source_positions"), torch.cat([p.labels for p in parts]),

@@ -155,6 +155,7 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
     """
     site = Site.parse(site)
     _check_tasks(interventions, train)
+    val = {name: data for name, data in (val or {}).items() if len(data)}  # an empty val set cannot vote
     params = list({id(p): p for m in interventions.values() for p in m.parameters() if p.requires_grad}.values())
     if not params:
         raise ValueError("the interventions have no trainable parameters; use evaluate() for fixed bases")

@@ -35,7 +35,7 @@ LANGUAGES = {  # ISO 639-1 -> English name, for the first language geonames list
     "uz": "Uzbek", "vi": "Vietnamese", "zh": "Chinese", "am": "Amharic", "af": "Afrikaans", "mt": "Maltese",
 }
 
-TEMPLATES = {  # per attribute: 3 train, 1 val, 1 test (in this order); the entity never opens the prompt,
+TEMPLATES = {  # per attribute: splits as in _TEMPLATE_SPLITS; the entity never opens the prompt,
     # so it is tokenized as in running text (" Paris" is one token, "Paris" at the start may not be)
     "Country": ["The city of %s is in the country of", "The town of %s lies in the country of",
                 "We visited %s, a city in the country of", "Q: Which country is %s in?\nA:",
@@ -55,7 +55,7 @@ TEMPLATES = {  # per attribute: 3 train, 1 val, 1 test (in this order); the enti
                   "The town of %s lies at a longitude of", "Q: What is the longitude of %s?\nA:",
                   "The center of %s has a longitude of"],
 }
-_TEMPLATE_SPLITS = ("train", "train", "train", "val", "test")
+_TEMPLATE_SPLITS = ("train", "train", "val", "train", "test")  # the Q/A form trains; val/test read as prose
 
 
 def _split_of(name: str) -> str:
