@@ -16,7 +16,7 @@ from conftest import tiny_model
 BASE, SOURCE = "Paris is in the country of", "Rome is in the city of"
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "bert"])
 @pytest.mark.parametrize("component", ["resid_pre", "mlp_out"])
 def test_layer_position_sweep_equals_one_run_per_cell(family, component):
     hm = tiny_model(family, seed=1)

@@ -26,6 +26,7 @@ class Adapter:
     mlp_out: str  # output of this module = MLP's contribution to the residual stream
     mlp_act: str  # input of this module = MLP neurons
     z: str  # input of this module = concatenated per-head attention outputs
+    causal: bool = True  # decoder-only: a token never sees later tokens
 
 
 ADAPTERS: tuple[Adapter, ...] = (
@@ -47,7 +48,7 @@ ADAPTERS: tuple[Adapter, ...] = (
             "mlp.dense_4h_to_h", "attention.dense"),
     # BERT is post-LN: the sub-block outputs below are added to the stream inside a LayerNorm.
     Adapter("BERT/RoBERTa", ("bert", "roberta"), "encoder.layer", "attention.output.dense",
-            "output.dense", "output.dense", "attention.output.dense"),
+            "output.dense", "output.dense", "attention.output.dense", causal=False),
 )
 
 

@@ -243,13 +243,13 @@ class HookedModel:
         with hooks_installed(installers):
             yield self
 
-    def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None) -> torch.Tensor:
-        """Logits (B, T, V) of ``inputs`` under ``plan``.
+    def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None, **forward_kwargs) -> torch.Tensor:
+        """Logits (B, T, V) of ``inputs`` under ``plan`` (extra keyword arguments go to the model).
 
         >>> logits = hm.run("Paris is in", [PlanItem("L2.resid_pre", [0], Patch())], ["Rome is in"])  # doctest: +SKIP
         """
         with self.intervene(plan, sources):
-            return self.forward(inputs, use_cache=False).logits
+            return self.forward(inputs, use_cache=False, **forward_kwargs).logits
 
     def generate(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None, mode: str = "prompt",
                  max_new_tokens: int = 20, **generate_kwargs) -> dict:

@@ -20,6 +20,7 @@ from .interventions import Patch
 from .metrics import Metric, logit_difference
 from .plan import PlanItem
 from .positions import Indices
+from .prefix_cells import last_token_kwargs, run_position_cells, supports_prefix_cache
 from .sites import Site
 
 
@@ -64,8 +65,9 @@ def _run_cells(hm: HookedModel, base_batch, layers_of_rows: list[int], items_for
         batch = {k: v.expand(n, -1) for k, v in base_batch.items()}  # (n, T), no copy
         plan = [item for layer in sorted(set(chunk))
                 for item in items_for_layer(layer, [r for r, l in enumerate(chunk) if l == layer], start)]
-        logits = hm.run(batch, plan)
-        values.extend(metric(logits, batch).float().tolist())
+        logits = hm.run(batch, plan, **last_token_kwargs(hm))[:, -1:]  # (n, 1, V)
+        ones = torch.ones(n, 1, dtype=torch.long, device=logits.device)
+        values.extend(metric(logits, {"attention_mask": ones}).float().tolist())
     return values
 
 
@@ -85,7 +87,9 @@ def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None =
     """Patch the source's state at each (layer, position) into the base; one row per cell.
 
     Columns: layer, position, token, source_token, value (metric), base_value, source_value,
-    normalized. Default metric: logit(target) - logit(foil) at the last token.
+    normalized. Default metric: logit(target) - logit(foil) at the last token. Metrics see the
+    last position's logits, shape (n, 1, V), with an all-ones mask (n, 1). Causal models reuse
+    the unchanged prefix's KV cache (see prefix_cells); BERT-style models run whole copies.
     """
     metric = _default_metric(hm, metric, target, foil)
     base_batch, source_batch = _pair(hm, base, source)
@@ -101,7 +105,11 @@ def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None =
         values = acts[site][0, [cells[offset + r][1] if r in rows else 0 for r in range(n)]]  # (n, d)
         return [PlanItem(site, Indices(index_rows), Patch(), source_values=values[:, None])]
 
-    values = _run_cells(hm, base_batch, [c[0] for c in cells], items_for_layer, metric, batch_size)
+    if supports_prefix_cache(hm):  # causal: cells at position p share the prefix 0..p-1
+        values = run_position_cells(hm, base_batch, cells, lambda layer: Site(layer, component),
+                                    lambda layer, pos: acts[Site(layer, component)][0, pos], metric, batch_size)
+    else:
+        values = _run_cells(hm, base_batch, [c[0] for c in cells], items_for_layer, metric, batch_size)
     tokens = [hm.tokenizer.decode([i]) for i in base_batch["input_ids"][0].tolist()]
     source_tokens = [hm.tokenizer.decode([i]) for i in source_batch["input_ids"][0].tolist()]
     df = pd.DataFrame({"layer": [c[0] for c in cells], "position": [c[1] for c in cells],
