@@ -38,6 +38,7 @@ class SentimentConfig:
     das_layers: tuple[int, ...] = ()  # 1-D DAS is trained only here (it costs a backward pass per step)
     das_epochs: int = 3
     das_max_pairs: int | None = 64  # training pairs for DAS (each step is a forward + backward)
+    das_lr: float = 0.05  # few steps on CPU: a larger step than the DAS default 1e-2
     compare_layers: tuple[int, ...] = ()  # patching with every method here (default: das_layers)
     position_sets: tuple[str, ...] = ("all", "comma")
     test_fraction: float = 0.3
@@ -67,7 +68,7 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
     record = {"model": hm.name, **asdict(config), "layers": layers, "ablation_layers": ablation_layers}
 
     reviews = toy_movie_reviews(hm.tokenizer, config.test_fraction, config.seed, config.max_per_sentiment)
-    das_config = TrainConfig(epochs=config.das_epochs, batch_size=16, lr=1e-2, seed=config.seed, patience=2)
+    das_config = TrainConfig(epochs=config.das_epochs, batch_size=16, lr=config.das_lr, seed=config.seed, patience=2)
     methods = [m for m in config.methods if m != "das"]
     fitted = fit_sentiment_directions(hm, reviews, fit_layers, config.component, methods,
                                       config.das_layers if "das" in config.methods else (), das_config,

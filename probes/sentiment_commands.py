@@ -1,0 +1,176 @@
+"""``workbench sentiment ...`` and ``workbench neuron ...``: the sentiment study and neuron checks.
+
+Registered through ``workbench.cli.COMMAND_MODULES`` (add ``"probes.sentiment_commands"``); until
+then ``python -m probes.sentiment_commands sentiment run ...`` runs the same parser.
+
+>>> args = build_parser().parse_args(["sentiment", "run", "--layers", "0,6", "--sst-limit", "0"])
+>>> args.layers, args.sst_limit
+('0,6', 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from workbench.commands.common import add_model_args, load_from_args
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    if text is None or text == "":
+        return None
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated layer numbers such as '0,6,12', got {text!r}") from None
+
+
+def run_sentiment_command(args: argparse.Namespace) -> int:
+    from .sentiment.run import SentimentConfig, run_sentiment
+    import torch
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    hm = load_from_args(args)
+    config = SentimentConfig(
+        layers=_ints(args.layers), layer_step=args.layer_step, component=args.component,
+        methods=tuple(args.methods.split(",")), das_layers=_ints(args.das_layers) or (), das_epochs=args.das_epochs,
+        das_max_pairs=args.das_max_pairs, compare_layers=_ints(args.compare_layers) or (),
+        position_sets=tuple(args.positions.split(",")), max_per_sentiment=args.max_per_sentiment,
+        sst_folder=None if args.sst_limit == 0 else args.sst, sst_split=args.sst_split,
+        sst_limit=args.sst_limit or None, ablation_value=args.ablation_value,
+        ablation_layers=_ints(args.ablation_layers), batch_size=args.batch_size, seed=args.seed)
+    out = Path(args.out or f"runs/sentiment-{datetime.now():%Y%m%d-%H%M%S}")
+    summary = run_sentiment(hm, config, out)
+    print(f"model {hm.name}: {summary['n_reviews']} ToyMovieReview prompts, {summary['n_test_pairs']} test pairs")
+    print("held-out accuracy per method (worst layer):",
+          ", ".join(f"{k} {v:.3f}" for k, v in summary["test_accuracy"].items()))
+    print("recovery per layer (mean_diff):")
+    for row in summary["recovery"]:
+        if row["method"] == "mean_diff":
+            print(f"  L{row['layer']:<3} {row['positions']:<6} recovery {row['recovery']:+.3f}  flip {row['flip_rate']:.2f}")
+    for row in summary.get("sst", []):
+        print(f"SST {row['direction']:<9} @ {row['positions']:<6} accuracy {row['accuracy']:.3f}  auc {row['auc']:.3f}  "
+              f"above-chance lost {row['above_chance_lost']:.3f}  share of all-position drop {row['share_of_all']:.3f}")
+    print(f"wrote {out} ({summary['seconds']} s)")
+    return 0
+
+
+def project_command(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from .sentiment.figures import token_projection_figure, token_projections
+
+    vectors = load_file(args.directions)
+    key = f"L{args.layer}.{args.method}"
+    if key not in vectors:
+        raise ValueError(f"{key} not in {args.directions}; available: {sorted(vectors)[:8]} ...")
+    hm = load_from_args(args)
+    tokens, values = token_projections(hm, args.text, f"L{args.layer}.{args.component}", vectors[key])
+    fig = token_projection_figure(tokens, values, title=f"{key} projection at L{args.layer}.{args.component}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(out)
+    print(" ".join(f"{t.strip() or repr(t)}:{v:+.2f}" for t, v in zip(tokens, values)))
+    print(f"wrote {out}")
+    return 0
+
+
+def neuron_command(args: argparse.Namespace) -> int:
+    from .neurons import Concept, neuron_report
+
+    concept = Concept.parse(args.concept)
+    hm = load_from_args(args)
+    texts = _texts(args)
+    out = Path(args.out or f"runs/neuron-{datetime.now():%Y%m%d-%H%M%S}")
+    report = neuron_report(hm, args.site, args.index, concept, texts, threshold=args.threshold,
+                           quantile=args.quantile, n_random=args.random, seed=args.seed, out=out,
+                           batch_size=args.batch_size)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    if args.texts:
+        lines = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines()]
+        texts = [line for line in lines if line]
+        if not texts:
+            raise ValueError(f"{args.texts} has no non-empty lines; give one text per line")
+        return texts
+    from .data import load_sst
+    return list(load_sst(args.sst, args.sst_split, limit=args.limit, seed=args.seed)["text"])
+
+
+def register(sub) -> None:
+    sentiment = sub.add_parser("sentiment", help="sentiment directions: fit, patch per layer, ablate on SST")
+    actions = sentiment.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run", help="the whole study (ToyMovieReview fits, directional patching, SST ablation)")
+    run.add_argument("--layers", help="patching-curve layers, e.g. '0,4,8' (default every --layer-step-th)")
+    run.add_argument("--layer-step", type=int, default=2)
+    run.add_argument("--component", default="resid_post")
+    run.add_argument("--methods", default="mean_diff,probe,pca,kmeans,das")
+    run.add_argument("--das-layers", default="", help="layers where the 1-D DAS direction is trained")
+    run.add_argument("--das-epochs", type=int, default=3)
+    run.add_argument("--das-max-pairs", type=int, default=64)
+    run.add_argument("--compare-layers", default="", help="layers where every method is patched (default: DAS layers)")
+    run.add_argument("--positions", default="all,comma", help="position sets: all, comma, punctuation, non_comma")
+    run.add_argument("--max-per-sentiment", type=int, help="fewer adjectives (quick runs)")
+    run.add_argument("--sst", default="../shared/data/sst", help="folder with sst_{train,dev,test}.txt")
+    run.add_argument("--sst-split", default="dev")
+    run.add_argument("--sst-limit", type=int, default=300, help="SST sentences (0 skips the SST ablation)")
+    run.add_argument("--ablation-value", default="mean", choices=["mean", "zero"])
+    run.add_argument("--ablation-layers", help="layers ablated together on SST (default all)")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    run.add_argument("--out", help="output folder (default runs/sentiment-<time>)")
+    add_model_args(run)
+    run.set_defaults(func=run_sentiment_command)
+
+    project = actions.add_parser("project", help="per-token projection of a text on a saved direction (HTML)")
+    project.add_argument("--text", required=True)
+    project.add_argument("--directions", required=True, help="directions.safetensors from a sentiment run")
+    project.add_argument("--layer", type=int, required=True)
+    project.add_argument("--method", default="mean_diff")
+    project.add_argument("--component", default="resid_post")
+    project.add_argument("--out", default="runs/projection.html")
+    add_model_args(project)
+    project.set_defaults(func=project_command)
+
+    neuron = sub.add_parser("neuron", help="score a neuron explanation observationally and by intervention")
+    neuron.add_argument("--site", required=True, help="e.g. L5.mlp_act")
+    neuron.add_argument("--index", type=int, required=True, help="neuron index within the site")
+    neuron.add_argument("--concept", required=True, help="'words:good,great,fine' or 'regex:^(good|great)$'")
+    neuron.add_argument("--texts", help="a text file, one text per line (default: SST sentences)")
+    neuron.add_argument("--sst", default="../shared/data/sst")
+    neuron.add_argument("--sst-split", default="dev")
+    neuron.add_argument("--limit", type=int, default=200)
+    neuron.add_argument("--threshold", type=float, help="activation threshold (default: the --quantile of activations)")
+    neuron.add_argument("--quantile", type=float, default=0.99)
+    neuron.add_argument("--random", type=int, default=20, help="random neurons of the same layer to compare with")
+    neuron.add_argument("--batch-size", type=int, default=16)
+    neuron.add_argument("--seed", type=int, default=0)
+    neuron.add_argument("--out", help="output folder (default runs/neuron-<time>)")
+    add_model_args(neuron)
+    neuron.set_defaults(func=neuron_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="sentiment and neuron commands")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, IndexError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
