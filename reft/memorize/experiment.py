@@ -1,0 +1,209 @@
+"""One memorization run: train one intervention until greedy decoding recites the target.
+
+A frozen model reads a short key (``ALIC#ID1->``); one intervention (default: rank-1 ConsReFT at
+the key's last token, after layer L) is trained with Adam on the next-token loss of the N target
+tokens. Every step's teacher-forced logits give the exact-match prefix for free (greedy decoding
+from the key reproduces the target exactly iff every teacher-forced argmax is right); when it
+covers all N tokens, real greedy generation with the intervention confirms it and training stops
+(before another update). Otherwise training runs until ``max_steps``/``max_seconds``/``patience``.
+
+>>> result = memorize(hm, task_for(hm.tokenizer, load_text("alice"), 64), MemorizeConfig(layer=15))  # doctest: +SKIP
+>>> result["exact"], result["exact_prefix"], result["steps"]                                    # doctest: +SKIP
+(True, 64, 131)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from workbench.hooked import HookedModel
+from workbench.plan import PlanItem
+from workbench.positions import Indices
+from workbench.sites import Site
+
+from ..interventions import KINDS, build_intervention
+from .metric import prefix_lengths
+from .paths import PATHS, make_forward, memorization_loss
+from .targets import DEFAULT_KEY, VARIANTS, MemorizationTask
+
+VALUE_PARAMS = ("learned_source", "learned_source.bias")  # b: the value written into the subspace
+
+
+@dataclass(frozen=True)
+class MemorizeConfig:
+    """One run's settings (saved with every result row)."""
+
+    n_tokens: int = 64               # N: target tokens per key
+    layer: int = 15                  # the edit is at the output of this block (resid_post)
+    rank: int = 1                    # r: dimension of the edited subspace
+    kind: str = "consreft"           # consreft (input-free, the paper's) | loreft | direft
+    position: int = -1               # key token edited (-1: the last, as in the paper)
+    variant: str = "natural"         # natural | shuffled | random tokens
+    n_pairs: int = 1                 # K key -> value pairs stored in the one intervention
+    key: str = DEFAULT_KEY           # key prompt; {i} numbers the pairs
+    lr: float = 1e-2                 # Adam step for R (and W); see value_lr_scale for b
+    value_lr_scale: bool = True      # b's step x |h_q|: b lives on the residual stream's scale (~180 in SmolLM2)
+    max_steps: int = 1000            # optimizer-step budget
+    max_seconds: float | None = None  # wall-clock budget for the training loop (None: unlimited)
+    patience: int = 0                # stop after this many steps without a better loss or prefix (0: never)
+    seed: int = 0                    # intervention init, shuffling and random tokens
+    path: str = "auto"               # auto | fast (cached) | naive (full forward each step)
+    verify: bool = True              # confirm a full teacher-forced match by greedy generation
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown intervention kind {self.kind!r}; expected one of {sorted(KINDS)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
+        if self.path not in PATHS:
+            raise ValueError(f"path {self.path!r}: expected one of {PATHS}")
+        for name in ("n_tokens", "rank", "n_pairs", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MemorizeConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MemorizeConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _plan(config: MemorizeConfig, task: MemorizationTask, intervention: nn.Module) -> list[PlanItem]:
+    return [PlanItem(Site(config.layer, "resid_post"), Indices([config.position % task.prompt_length]), intervention)]
+
+
+@torch.no_grad()
+def greedy_prefix(hm: HookedModel, task: MemorizationTask, config: MemorizeConfig,
+                  intervention: nn.Module) -> torch.Tensor:
+    """Exact-match prefix (K,) of real greedy generation from each key, edited in the prefill."""
+    batch = {"input_ids": task.prompt_ids.to(hm.device)}
+    with parametrize.cached():
+        new = hm.generate(batch, _plan(config, task, intervention), max_new_tokens=task.n_tokens)["ids"]  # (K, <=N)
+    return prefix_lengths(new.cpu(), task.target_ids)  # (K,)
+
+
+def _optimizer(intervention: nn.Module, config: MemorizeConfig, value_scale: float) -> torch.optim.Optimizer:
+    named = [(n, p) for n, p in intervention.named_parameters() if p.requires_grad]
+    value = [p for n, p in named if n in VALUE_PARAMS]
+    other = [p for n, p in named if n not in VALUE_PARAMS]
+    groups = [{"params": other, "lr": config.lr}]
+    if value:
+        groups.append({"params": value, "lr": config.lr * (value_scale if config.value_lr_scale else 1.0)})
+    return torch.optim.Adam([g for g in groups if g["params"]])
+
+
+def _frozen(model: nn.Module):
+    """Freeze the base model's parameters; returns a function that restores their flags."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    return lambda: [p.requires_grad_(flag) for p, flag in flags]
+
+
+def memorize(hm: HookedModel, task: MemorizationTask, config: MemorizeConfig, progress: bool = True,
+             return_intervention: bool = False) -> dict:
+    """Train one intervention on ``task``; returns a result row (config fields + outcome).
+
+    Outcome columns: ``steps``, ``seconds`` (training loop incl. verification), ``setup_seconds``
+    (caching), ``ms_per_step``, ``loss_first``/``loss_final``, ``train_prefix`` (teacher-forced,
+    smallest over pairs), ``exact_prefix`` (greedy generation, smallest over pairs),
+    ``exact_tokens`` (greedy, summed over pairs), ``share`` (= exact_tokens / (K x N)), ``exact``.
+    With ``return_intervention``, returns ``(row, intervention)``.
+    """
+    from tqdm.auto import tqdm
+
+    if (task.n_tokens, task.n_pairs, task.variant) != (config.n_tokens, config.n_pairs, config.variant):
+        raise ValueError(f"task (N={task.n_tokens}, K={task.n_pairs}, {task.variant}) does not match the config "
+                         f"(N={config.n_tokens}, K={config.n_pairs}, {config.variant}); build it from the config")
+    restore = _frozen(hm.model)
+    try:
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        param = next(hm.model.parameters())
+        size = hm.site_size(Site(config.layer, "resid_post")) if 0 <= config.layer < hm.n_layers else None
+        forward = make_forward(hm, task, config.layer, config.position, config.path)  # checks layer and position
+        intervention = build_intervention(config.kind, size, config.rank, dtype=param.dtype, device=param.device)
+        value_scale = _residual_norm(hm, forward, task, config)
+        optimizer = _optimizer(intervention, config, value_scale)
+        targets = task.target_ids.to(hm.device)  # (K, N)
+        setup = time.perf_counter() - started
+        row = _train(hm, task, config, forward, intervention, optimizer, targets, progress, tqdm)
+        row.update(setup_seconds=round(setup, 3), value_lr=value_scale * config.lr if config.value_lr_scale else config.lr,
+                   path_used=forward.name, threads=torch.get_num_threads())
+        row = {**config.to_dict(), "total_tokens": task.n_tokens * task.n_pairs, **row}
+        return (row, intervention) if return_intervention else row
+    finally:
+        restore()
+
+
+def _residual_norm(hm: HookedModel, forward, task: MemorizationTask, config: MemorizeConfig) -> float:
+    """Mean norm of h_q, the state the edit writes into (the natural scale of b)."""
+    edited = getattr(forward, "edited", None)
+    if edited is None:
+        q = config.position % task.prompt_length
+        site = Site(config.layer, "resid_post")
+        edited = hm.cache({"input_ids": task.prompt_ids}, [site])[site][:, q]  # (K, d)
+    return float(edited.float().norm(dim=-1).mean())
+
+
+def _train(hm, task, config, forward, intervention, optimizer, targets, progress, tqdm) -> dict:
+    n_total = task.n_tokens * task.n_pairs
+    history: list[float] = []
+    best = (float("inf"), -1)  # (loss, prefix)
+    since_best = 0
+    verified: torch.Tensor | None = None
+    train_prefix = torch.zeros(task.n_pairs, dtype=torch.long)
+    last_verify = -10**9
+    started = time.perf_counter()
+    bar = tqdm(total=config.max_steps, disable=not progress, leave=False,
+               desc=f"memorize N={task.n_tokens} L{config.layer} r{config.rank} {config.variant}")
+    step = 0
+    while True:
+        intervention.train()
+        logits = forward.logits(intervention)  # (K, N, V)
+        loss = memorization_loss(logits, targets)
+        train_prefix = prefix_lengths(logits.detach().argmax(-1).cpu(), task.target_ids)  # (K,)
+        history.append(float(loss.detach()))
+        if bool((train_prefix == task.n_tokens).all()) and step - last_verify >= 10:
+            last_verify = step
+            intervention.eval()
+            verified = greedy_prefix(hm, task, config, intervention) if config.verify else train_prefix
+            if bool((verified == task.n_tokens).all()):
+                break  # recited exactly: stop before another update
+        improved = history[-1] < best[0] * 0.99 or int(train_prefix.sum()) > best[1]
+        best = (min(best[0], history[-1]), max(best[1], int(train_prefix.sum())))
+        since_best = 0 if improved else since_best + 1
+        out_of_budget = step >= config.max_steps or (
+            config.max_seconds is not None and time.perf_counter() - started > config.max_seconds)
+        if out_of_budget or (config.patience and since_best >= config.patience):
+            verified = None
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]:.3f}", prefix=int(train_prefix.min()))
+    bar.close()
+    intervention.eval()
+    if verified is None or not config.verify:
+        verified = greedy_prefix(hm, task, config, intervention) if config.verify else train_prefix
+    seconds = time.perf_counter() - started
+    exact_tokens = int(verified.sum())
+    return {"steps": step, "seconds": round(seconds, 3), "ms_per_step": round(1000 * seconds / max(step, 1), 1),
+            "loss_first": round(history[0], 5), "loss_final": round(history[-1], 5),
+            "train_prefix": int(train_prefix.min()), "exact_prefix": int(verified.min()),
+            "exact_tokens": exact_tokens, "share": round(exact_tokens / n_total, 5),
+            "exact": bool(exact_tokens == n_total)}

@@ -1,0 +1,148 @@
+"""``workbench memorize`` (one run) and ``workbench memorize-sweep`` (resumable grid).
+
+    workbench memorize --text alice --tokens 64 --layer 15 --rank 1 --out runs/mem-64
+    workbench memorize-sweep --text alice --tokens 16,32,64,128 --layers 5,15,25 \\
+        --variants natural,shuffled,random --max-steps 300 --out runs/mem-sweep
+
+``--text`` is ``alice`` (alice29.txt from the brotli sdist on PyPI, cached outside the repo) or a
+path to any UTF-8 text. A killed sweep continues where it stopped when run again with the same
+``--out``. Register with ``workbench.cli.COMMAND_MODULES += ("reft.memorize_commands",)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+from workbench.commands.common import add_model_args, load_from_args
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 16,32,64, got {text!r}") from None
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _base_config(args: argparse.Namespace, **overrides):
+    from .memorize import MemorizeConfig
+    fields = dict(n_tokens=64, layer=15, rank=1, kind="consreft", position=args.position, variant="natural",
+                  n_pairs=1, key=args.key, lr=args.lr, value_lr_scale=not args.no_value_lr_scale,
+                  max_steps=args.max_steps, max_seconds=args.max_seconds, patience=args.patience, seed=0,
+                  path=args.path, verify=not args.no_verify)
+    return MemorizeConfig(**{**fields, **overrides})
+
+
+def _setup(args: argparse.Namespace):
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_from_args(args)
+
+
+def run_one(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from safetensors.torch import save_file
+
+    from workbench.runs import save_run
+
+    from .memorize import load_text, memorize, task_for
+    from .memorize.texts import resolve_text_path, text_fingerprint
+
+    started = time.time()
+    config = _base_config(args, n_tokens=args.tokens, layer=args.layer, rank=args.rank, kind=args.kind,
+                          variant=args.variant, n_pairs=args.pairs, seed=args.seed)
+    story = load_text(args.text)
+    hm = _setup(args)
+    vocab = min(len(hm.tokenizer), int(hm.model.config.vocab_size))
+    task = task_for(hm.tokenizer, story, config.n_tokens, variant=config.variant, n_pairs=config.n_pairs,
+                    key=config.key, seed=config.seed, vocab_size=vocab)
+    row, intervention = memorize(hm, task, config, progress=not args.quiet, return_intervention=True)
+    out = Path(args.out or f"runs/memorize-{datetime.now():%Y%m%d-%H%M%S}")
+    record = {"command": "memorize", **{k: v for k, v in vars(args).items() if k != "func"},
+              "memorize_config": config.to_dict(), "intervention": intervention.spec(), "model_name": hm.name,
+              "text_path": str(resolve_text_path(args.text)), "text_sha": text_fingerprint(story),
+              "keys": list(task.keys), "seconds_total": round(time.time() - started, 1)}
+    paths = save_run(out, pd.DataFrame([row]), record)
+    state = {k: v.detach().contiguous().cpu() for k, v in intervention.state_dict().items()}
+    save_file(state, str(out / "intervention.safetensors"))
+    status = "recited exactly" if row["exact"] else f"exact prefix {row['exact_prefix']}/{config.n_tokens}"
+    print(f"N={task.n_tokens} x {task.n_pairs} pair(s), layer {config.layer}, {config.kind} rank {config.rank}, "
+          f"{config.variant}: {status} after {row['steps']} steps in {row['seconds']:.1f} s "
+          f"({row['ms_per_step']:.0f} ms/step, {row['path_used']} path, {row['threads']} threads); "
+          f"loss {row['loss_first']:.3f} -> {row['loss_final']:.3f}")
+    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / "intervention.safetensors"]))
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from .memorize import capacity_table, memorize_sweep
+
+    base = _base_config(args)
+    grid = {"n_tokens": args.tokens, "layer": args.layers, "rank": args.ranks, "kind": args.kinds,
+            "variant": args.variants, "n_pairs": args.pairs, "seed": args.seeds}
+    out = Path(args.out or f"runs/memorize-sweep-{datetime.now():%Y%m%d-%H%M%S}")
+    hm = _setup(args)
+    df = memorize_sweep(hm, args.text, grid, base, out=out, stop_after_failure=not args.no_stop_after_failure,
+                        progress=not args.quiet)
+    if len(df):
+        cols = ["variant", "layer", "rank", "kind", "n_pairs", "n_tokens", "exact", "exact_prefix", "share", "steps",
+                "seconds", "ms_per_step", "loss_final"]
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print("\ncapacity (largest N recited exactly):")
+        print(capacity_table(df).to_string(index=False))
+    print(f"wrote {out}/ (results.jsonl, results.parquet/.csv, figure.html, config.json, sweep_config.json)")
+    return 0
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text", default="alice", help="'alice' (PyPI brotli sdist copy) or a text file path")
+    parser.add_argument("--position", type=int, default=-1, help="key token to edit (-1: its last)")
+    parser.add_argument("--key", default="ALIC#ID{i}->", help="key prompt; {i} numbers the pairs")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam step size")
+    parser.add_argument("--no-value-lr-scale", action="store_true",
+                        help="do not scale b's step by |h| (the residual stream's norm at the site)")
+    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps per run at most")
+    parser.add_argument("--max-seconds", type=float, help="wall-clock limit per run")
+    parser.add_argument("--patience", type=int, default=0, help="stop a run after this many steps without progress")
+    parser.add_argument("--path", default="auto", choices=["auto", "fast", "naive"],
+                        help="fast: cached frozen states (Llama family); naive: full forward each step")
+    parser.add_argument("--no-verify", action="store_true", help="trust the teacher-forced match (skip generation)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_args(parser)
+
+
+def register(sub) -> None:
+    one = sub.add_parser("memorize", help="train one intervention to make the frozen model recite a text")
+    one.add_argument("--tokens", type=int, default=64, help="N: target tokens per key")
+    one.add_argument("--layer", type=int, default=15)
+    one.add_argument("--rank", type=int, default=1)
+    one.add_argument("--kind", default="consreft", choices=["consreft", "loreft", "direft"])
+    one.add_argument("--variant", default="natural", choices=["natural", "shuffled", "random"])
+    one.add_argument("--pairs", type=int, default=1, help="K key -> value pairs in one intervention")
+    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--out", help="output folder (default runs/memorize-<time>)")
+    _training_args(one)
+    one.set_defaults(func=run_one)
+
+    sweep = sub.add_parser("memorize-sweep", help="resumable memorization sweep over N, layer, rank, kind, variant")
+    sweep.add_argument("--tokens", type=_ints, default=[16, 32, 64, 128], help="N values, e.g. 16,32,64,128")
+    sweep.add_argument("--layers", type=_ints, default=[15])
+    sweep.add_argument("--ranks", type=_ints, default=[1])
+    sweep.add_argument("--kinds", type=_words, default=["consreft"])
+    sweep.add_argument("--variants", type=_words, default=["natural"], help="natural,shuffled,random")
+    sweep.add_argument("--pairs", type=_ints, default=[1], help="K values (key -> value pairs)")
+    sweep.add_argument("--seeds", type=_ints, default=[0])
+    sweep.add_argument("--no-stop-after-failure", action="store_true",
+                       help="run every N even after a smaller N failed in the same group")
+    sweep.add_argument("--out", help="output folder; an existing one is resumed (default runs/memorize-sweep-<time>)")
+    _training_args(sweep)
+    sweep.set_defaults(func=run_sweep)
+
