@@ -147,7 +147,7 @@ def main() -> None:
     for method in args.methods.split(","):
         model = build_model(args.model)  # one model per method: hooks never meet
         trainable, loss_fn = setup(method, model, layers, args.rank, batch)
-        opt = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=1e-3)
+        opt = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
 
         def step(loss_fn=loss_fn, opt=opt):
             loss = loss_fn()

@@ -65,7 +65,8 @@ def collate(rows, pad_id):
 def run_method(name, forward, params, train_rows, eval_rows, args, pad_id, label_ids):
     history = []
     if params:
-        opt = torch.optim.AdamW(params, lr=args.lr_reft if name == "loreft" else args.lr_lora)
+        # no weight decay: it would zero LoReFT's R (torch's Householder map reads its diagonal with .int())
+        opt = torch.optim.AdamW(params, lr=args.lr_reft if name == "loreft" else args.lr_lora, weight_decay=0.0)
         steps = args.epochs * (len(train_rows) // args.batch)
         warm = max(1, steps // 10)
         order = list(range(len(train_rows)))

@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from .data import Collator, pad_id_of
 from .saving import load_weights_into, save_reft
+from .train import no_decay
 
 
 class ReftTrainer(Trainer):
@@ -31,6 +32,10 @@ class ReftTrainer(Trainer):
         if args is not None and args.remove_unused_columns:
             args.remove_unused_columns = False  # prompt_length is read by the collator, not the forward
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """HF's choice minus R's parametrization (weight decay would zero R; see reft.train.no_decay)."""
+        return [n for n in super().get_decay_parameter_names(model) if not no_decay(n)]
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 8
     lr: float = 4e-3                  # ReFT tolerates (and needs) larger rates than full finetuning
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0         # never applied to R or biases (see no_decay)
     warmup_ratio: float = 0.1         # share of optimizer steps with a linearly rising rate
     grad_accum: int = 1               # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0
@@ -86,6 +86,23 @@ def autocast_for(device: torch.device, mode: str):
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
     return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def no_decay(name: str) -> bool:
+    """Parameters AdamW must not decay: R's parametrization and biases.
+
+    torch's Householder map multiplies R by ``diag(X).int()`` of the stored tensor X, whose
+    diagonal sits at exactly ±1 and gets no gradient; weight decay shrinks 1.0 to 0.99996, ``int()``
+    makes that 0, and R collapses to zeros after one step.
+    """
+    return ".rotate." in f".{name}" or name.endswith("bias")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: ``weight_decay`` on weights, none on R's parametrization and biases."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}]
 
 
 # ---- optimizer state as safetensors + JSON -------------------------------------------------
@@ -155,7 +172,7 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     if not params:
         raise ValueError("the model has no trainable parameters")
     device = params[0].device
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / config.grad_accum)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
     warmup = int(config.warmup_ratio * total)

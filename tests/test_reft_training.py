@@ -50,7 +50,8 @@ def test_loss_falls_and_targets_are_reproduced(kind):
 def test_r_stays_orthonormal_after_training():
     hm = learnable_llama()
     reft = get_reft_model(hm, ReftConfig(layers=(1,), rank=6, positions="f1+l1"))
-    train(reft, rows_for(hm), TrainConfig(epochs=30, batch_size=2, lr=5e-2, progress=False))
+    # weight decay on R's stored tensor would zero R (torch's Householder map); train() must skip it
+    train(reft, rows_for(hm), TrainConfig(epochs=30, batch_size=2, lr=5e-2, weight_decay=0.1, progress=False))
     edits = [m for m in reft.modules() if isinstance(m, LoReFT)]
     assert len(edits) == 2
     for edit in edits:
@@ -127,6 +128,8 @@ def test_hf_trainer_trains_saves_and_resumes(tmp_path):
                              report_to=[], save_steps=20, logging_steps=10, use_cpu=True, disable_tqdm=True,
                              lr_scheduler_type="constant")
     trainer = ReftTrainer(model=reft, args=args, train_dataset=rows_for(hm))
+    decayed = trainer.get_decay_parameter_names(reft)
+    assert decayed and not any(".rotate." in name for name in decayed)  # decay would zero R
     out = trainer.train()
     logs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert logs[-1] < 0.6 * logs[0] and out.global_step == 40
