@@ -93,7 +93,7 @@ class ResultsLog:
 
     def append(self, row: dict) -> None:
         old = self.path.read_text() if self.path.exists() else ""
-        _atomic_write_text(self.path, old + json.dumps(row, sort_keys=True) + "\n")
+        _atomic_write_text(self.path, old + json.dumps(row) + "\n")  # key order kept: the table's columns
 
 
 def _check_same_setup(out: Path, setup: dict) -> None:
