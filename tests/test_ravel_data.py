@@ -142,7 +142,7 @@ def test_cause_and_isolate_counterfactuals():
 
 @pytest.mark.slow
 def test_smollm2_knows_paris(smollm2):
-    data = city_dataset(min_population=5_000_000)
+    data = city_dataset(min_population=2_000_000)  # Paris: 2.1 M in geonames
     queries = build_queries(smollm2.tokenizer, data.restrict(entities=["Paris", "Tokyo"]), ["Country"])
     kept, summary = filter_correct(smollm2, queries)
     assert {"Paris", "Tokyo"} <= set(kept.entity)
