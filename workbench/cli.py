@@ -17,6 +17,11 @@ import sys
 
 COMMAND_MODULES = (
     "workbench.commands.patch",
+    "workbench.commands.das",
+    "probes.commands",  # workbench ravel
+    "probes.sentiment_commands",  # workbench sentiment, workbench neuron
+    "reft.commands",  # workbench reft train|generate
+    "reft.memorize_commands",  # workbench memorize, workbench memorize-sweep
 )
 
 
