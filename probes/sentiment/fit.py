@@ -15,6 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from workbench.hooked import HookedModel
 from workbench.sites import Site
@@ -92,7 +93,7 @@ def fit_sentiment_directions(hm: HookedModel, reviews: pd.DataFrame, layers: Seq
     train_rows = reviews.index[reviews["split"] == "train"]
     test_rows = reviews.index[reviews["split"] == "test"]
     directions, score_rows, cos_rows, das_info = {}, [], [], {}
-    for layer, site in sites.items():
+    for layer, site in tqdm(sites.items(), desc="fit directions", leave=False):
         center = states[site][torch.as_tensor(train_rows)][:, slots].float().mean(0)  # (2, d)
         X_train, y_train = _slot_data(states[site], train_rows, slots, reviews, center)
         X_test, y_test = _slot_data(states[site], test_rows, slots, reviews, center)
