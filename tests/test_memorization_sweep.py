@@ -123,6 +123,11 @@ def test_cli_memorize_and_sweep(tmp_path, text_file, monkeypatch, capsys):
     assert record["memorize_config"]["variant"] == "shuffled" and record["intervention"]["rank"] == 1
     assert (tmp_path / "one" / "intervention.safetensors").exists()
 
+    code = cli.main(["memorize", "--tokens", "3", "--layer", "2", "--pairs", "2", "--kind", "loreft",
+                     "--out", str(tmp_path / "pairs"), *common])
+    assert code == 0 and "N=3 x 2 pair(s), layer 2, loreft rank 1, natural" in capsys.readouterr().out
+    assert json.loads((tmp_path / "pairs" / "config.json").read_text())["keys"] == ["the movie 1", "the movie 2"]
+
     code = cli.main(["memorize-sweep", "--tokens", "2,4", "--layers", "0,1", "--variants", "natural,random",
                      "--no-stop-after-failure", "--out", str(tmp_path / "sweep"), *common])
     assert code == 0
