@@ -26,7 +26,7 @@ def test_persona_training_steps_and_save_load(smollm2, tmp_path):
     reft = get_reft_model(smollm2, ReftConfig(layers=(20, 26), rank=4, positions="f3+l3"))
     rows = tokenize_pairs(smollm2.tokenizer, persona_pairs()[:4])
     assert smollm2.tokenizer.decode(rows[0]["input_ids"][rows[0]["prompt_length"] - 3:rows[0]["prompt_length"]]) \
-        == "<|im_start|>assistant\n"  # l3 = the assistant header, as at generation time
+        == "assistant\n"  # l3 = the assistant header ("ass", "istant", "\\n"), as at generation time
     result = train(reft, rows, TrainConfig(epochs=6, batch_size=4, lr=2e-2, warmup_ratio=0, progress=False))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0]
