@@ -132,8 +132,8 @@ def memorize(hm: HookedModel, task: MemorizationTask, config: MemorizeConfig, pr
         started = time.perf_counter()
         torch.manual_seed(config.seed)
         param = next(hm.model.parameters())
-        size = hm.site_size(Site(config.layer, "resid_post")) if 0 <= config.layer < hm.n_layers else None
         forward = make_forward(hm, task, config.layer, config.position, config.path)  # checks layer and position
+        size = hm.site_size(Site(config.layer, "resid_post"))
         intervention = build_intervention(config.kind, size, config.rank, dtype=param.dtype, device=param.device)
         value_scale = _residual_norm(hm, forward, task, config)
         optimizer = _optimizer(intervention, config, value_scale)

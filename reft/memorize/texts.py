@@ -10,8 +10,8 @@ Books are cut to their story (from the first sentence of chapter I to ``THE END`
 whitespace is normalised: lines of a paragraph are joined with one space, paragraphs are
 separated by one blank line. A name always means the same text on every machine.
 
->>> normalize_book("Title\\r\\n\\r\\n  Alice was beginning to\\r\\nget  tired.\\r\\n\\r\\nTHE END")
-'Alice was beginning to get tired.'
+>>> normalize_book("Title\\r\\n\\r\\n  Alice was beginning to get very tired\\r\\nof  it.\\r\\n\\r\\nTHE END")
+'Alice was beginning to get very tired of it.'
 """
 
 from __future__ import annotations
