@@ -69,6 +69,9 @@ def _group(config: MemorizeConfig) -> str:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to the writer
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
