@@ -127,7 +127,11 @@ def capacity_table(df: pd.DataFrame) -> pd.DataFrame:
                      "seconds": float(best["seconds"]) if best is not None else None,
                      "first_failed_n": int(bad.iloc[0]["total_tokens"]) if len(bad) else None,
                      "failed_share": float(bad.iloc[0]["share"]) if len(bad) else None})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in ("steps", "first_failed_n"):  # integers with gaps (no exact run / no failure)
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    return table
 
 
 def memorize_sweep(hm: HookedModel, text: str, grid: Mapping[str, Sequence], base: MemorizeConfig | None = None,
