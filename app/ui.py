@@ -5,12 +5,15 @@ Views only: every computation is a call into the workbench packages.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
+from safetensors import SafetensorError
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # pages run as scripts; make the repo's packages importable
@@ -21,7 +24,9 @@ from workbench import DEFAULT_MODEL, load_model  # noqa: E402
 # Saved results and interventions are read from these folders only.
 RESULTS_DIR = Path(os.environ.get("WORKBENCH_RESULTS_DIR", ROOT / "runs")).resolve()
 INTERVENTIONS_DIR = Path(os.environ.get("WORKBENCH_INTERVENTIONS_DIR", RESULTS_DIR / "interventions")).resolve()
-USER_ERRORS = (ValueError, IndexError, KeyError, FileNotFoundError, OSError)
+# SafetensorError: a damaged or foreign .safetensors file among the saved results
+USER_ERRORS = (ValueError, IndexError, KeyError, FileNotFoundError, OSError, SafetensorError)
+MAX_DEPTH = 4  # saved runs are looked for this many folders deep
 
 
 @st.cache_resource(show_spinner="Loading the model (once per process)…")
@@ -64,3 +69,100 @@ def inside(folder: Path, name: str) -> Path:
 def coming_soon(what: str, issue: str) -> None:
     """What a page will do once its back end lands."""
     st.info(f"**Coming with {issue}.** {what}")
+
+
+# ---- saved runs: listed and opened only inside the results / interventions folders ------------
+def saved_folders(root: Path, *markers: str) -> list[str]:
+    """Folders under ``root`` (names relative to it) holding any of ``markers`` (file names, globs
+    allowed), at most MAX_DEPTH deep; symlinks that leave ``root`` are skipped."""
+    if not root.is_dir():
+        return []
+    found = set()
+    for marker in markers:
+        for depth in range(MAX_DEPTH + 1):
+            for path in root.glob("/".join(["*"] * depth + [marker])):
+                try:
+                    folder = inside(root, str(path.parent.relative_to(root)))
+                except ValueError:
+                    continue
+                found.add(folder.relative_to(root.resolve()).as_posix() or ".")
+    return sorted(found)
+
+
+def saved_runs_of(root: Path, command: str) -> list[str]:
+    """Saved runs (``config.json`` from ``workbench.runs.save_run``) whose command is ``command``."""
+    names = []
+    for name in saved_folders(root, "config.json"):
+        try:
+            config = json.loads((root / name / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("command") == command:
+            names.append(name)
+    return names
+
+
+def resolve_saved(name: str, roots: dict[str, Path]) -> Path:
+    """``name`` as a folder inside one of ``roots`` ({label: folder}); anything else is refused."""
+    name = name.strip()
+    if not name:
+        raise ValueError("type a folder name, e.g. one listed above")
+    missing = None
+    for root in roots.values():
+        try:
+            path = inside(root, name)
+        except ValueError:
+            continue
+        if path.is_dir():
+            return path
+        missing = missing or FileNotFoundError(f"no folder {name!r} in {root}")
+    if missing:
+        raise missing
+    raise ValueError(f"{name!r} is outside {' and '.join(str(r) for r in roots.values())}; "
+                     "only saved results there can be opened")
+
+
+def pick_folder(label: str, roots: dict[str, Path], markers: tuple[str, ...], key: str,
+                describe=None) -> Path | None:
+    """A selectbox of saved folders under ``roots`` holding ``markers``, and a text box to type one
+    (checked to stay inside the roots). Returns the chosen folder, or None (with a message)."""
+    options = [(label_, name) for label_, root in roots.items() for name in saved_folders(root, *markers)]
+    typed = st.text_input(f"…or type a folder inside {' / '.join(roots)}", key=f"{key}_typed",
+                          help=" and ".join(str(r) for r in roots.values()))
+    if typed.strip():
+        with user_errors():
+            return resolve_saved(typed, roots)
+        return None
+    if not options:
+        st.info(f"No saved {label} yet under {' or '.join(str(r) for r in roots.values())}.")
+        return None
+    shown = describe or (lambda lab, name: f"{lab}: {name}")
+    choice = st.selectbox(label, range(len(options)), key=key, format_func=lambda i: shown(*options[i]))
+    lab, name = options[choice]
+    return inside(roots[lab], name)
+
+
+def read_table(folder: Path, name: str = "results.parquet") -> pd.DataFrame:
+    """A saved table (parquet or csv) of a folder already checked with ``inside``."""
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no {name} in {folder}")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def read_json(folder: Path, name: str = "config.json") -> dict:
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no {name} in {folder}")
+    return json.loads(path.read_text())
+
+
+def show_side_by_side(left_title: str, right_title: str, left, right) -> None:
+    """Two results in two columns: markdown text or DataFrames."""
+    a, b = st.columns(2)
+    for column, title, value in ((a, left_title, left), (b, right_title, right)):
+        column.markdown(f"**{title}**")
+        if isinstance(value, pd.DataFrame):
+            column.dataframe(value, hide_index=True)
+        else:
+            column.code(value or "(nothing)", language=None, wrap_lines=True)

@@ -1,0 +1,107 @@
+"""The Interventions, Alignment, Sentiment and Memorization pages through AppTest, on artifacts saved
+with the real back-end save paths on a tiny model (built once per module, about 20 s)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import (run_das_cli, save_memorize_sweep, save_reft, save_sentiment_run, save_tiny_model,
+                         write_known_ravel)
+from workbench import load_model
+from workbench.steering import save_steering
+
+PAGES = Path(__file__).resolve().parents[1] / "app" / "pages"
+if str(PAGES.parent) not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path; pages import ui
+    sys.path.insert(0, str(PAGES.parent))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny model folder and a results folder holding one artifact of every kind."""
+    root = tmp_path_factory.mktemp("app-pages")
+    model_folder = save_tiny_model(root / "tiny-llama")
+    results = root / "runs"
+    hm = load_model(str(model_folder))
+    save_reft(hm, results / "interventions" / "reft-tiny")
+    save_steering(results / "interventions" / "steer-tiny", "L1.resid_post", torch.ones(32), scale=3.0)
+    data = write_known_ravel(hm, results / "data" / "ravel-tiny")
+    run_das_cli(model_folder, data, results / "das-L1", layer=1)
+    run_das_cli(model_folder, data, results / "das-L2", layer=2)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        save_sentiment_run(hm, results / "sentiment-tiny", monkeypatch)
+    save_memorize_sweep(hm, results / "memorize-tiny", root / "words.txt")
+    (root / "secret").mkdir()
+    (root / "secret" / "intervention.json").write_text("{}")
+    return model_folder, results
+
+
+@pytest.fixture
+def app_env(saved, monkeypatch):
+    model_folder, results = saved
+    monkeypatch.setenv("WORKBENCH_APP_MODEL", str(model_folder))
+    monkeypatch.setenv("WORKBENCH_RESULTS_DIR", str(results))
+    monkeypatch.delenv("WORKBENCH_INTERVENTIONS_DIR", raising=False)
+    return results
+
+
+def open_page(name: str) -> AppTest:
+    at = AppTest.from_file(str(PAGES / name), default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown(at: AppTest) -> str:
+    """All markdown and caption text on the page."""
+    return "\n".join(e.value for e in list(at.markdown) + list(at.caption))
+
+
+def choose(at: AppTest, key: str, text: str) -> None:
+    """Pick the selectbox option whose label contains ``text``."""
+    box = at.selectbox(key=key)
+    matches = [o for o in box.options if text in o]
+    assert matches, (text, box.options)
+    box.set_value(box.options.index(matches[0])).run()
+    assert not at.exception, at.exception
+
+
+# ---- Interventions --------------------------------------------------------------------------
+@pytest.mark.parametrize("folder, expect", [("reft-tiny", "LoReFT"), ("steer-tiny", "steering"), ("das-L1", "DAS")])
+def test_interventions_page_compares_with_and_without(app_env, folder, expect):
+    at = open_page("3_Interventions.py")
+    choose(at, "folder", folder)
+    assert expect in shown(at)
+    at.text_area(key="prompt").input("the cat sat on the").run()
+    at.number_input(key="new_tokens").set_value(3).run()
+    at.button(key="compare").click().run()
+    assert not at.exception and not at.error, at.error
+    assert len(at.dataframe) == 2  # next-token top-k without and with, side by side
+    assert len(at.code) == 2  # the two generations
+    out = at.session_state["compared"]
+    assert len(out["top_with"]) == 10
+    if expect == "steering":  # a large push along one vector changes the distribution
+        assert not out["top_with"]["probability"].equals(out["top_without"]["probability"])
+
+
+def test_interventions_page_messages(app_env):
+    at = open_page("3_Interventions.py")
+    choose(at, "folder", "das-L1")
+    at.text_area(key="prompt").input("   ").run()
+    at.button(key="compare").click().run()
+    assert "prompt is empty" in at.error[0].value
+    at.text_area(key="prompt").input("the cat sat on the").run()
+    at.text_input(key="positions").input("f1+x").run()
+    at.button(key="compare").click().run()
+    assert not at.exception and at.error
+
+
+def test_a_folder_outside_the_results_is_refused(app_env):
+    at = open_page("3_Interventions.py")
+    at.text_input(key="folder_typed").input("../secret").run()
+    assert not at.exception
+    assert "outside" in at.error[0].value and "** at `" not in shown(at)
+    at.text_input(key="folder_typed").input("interventions/reft-tiny").run()
+    assert not at.error and "LoReFT" in shown(at)

@@ -1,0 +1,47 @@
+"""Read back a DAS intervention saved by ``workbench das``: safetensors + JSON, never pickle.
+
+The run folder holds ``intervention.json`` (method, site, d, k, max_rank) and
+``intervention.safetensors`` (the module's state and its ``basis`` rows). Loading rebuilds the
+module by name and loads its state, so the reloaded intervention computes what the trained one did.
+
+>>> intervention, meta = load_das("runs/das-country")      # doctest: +SKIP
+>>> meta["site"], intervention.basis().shape               # doctest: +SKIP
+('L8.resid_post', torch.Size([16, 576]))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+CONFIG_FILE, WEIGHTS_FILE = "intervention.json", "intervention.safetensors"
+
+
+def load_das(folder: str | Path, device: str = "cpu"):
+    """(intervention in eval mode, its JSON description) from a ``workbench das`` run folder."""
+    from . import build_intervention
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"no {path.name} in {folder}: not a saved DAS intervention "
+                                    f"(written by `workbench das --out FOLDER`)")
+    meta = json.loads(config_path.read_text())
+    missing = sorted({"method", "site", "d", "k"} - set(meta))
+    if missing:
+        raise ValueError(f"{config_path}: fields {missing} are missing; expected method, site, d, k (and max_rank)")
+    intervention = build_intervention(meta["method"], int(meta["d"]), int(meta["k"]), meta.get("max_rank"))
+    state = load_file(str(weights_path), device=device)
+    state.pop("basis", None)  # saved for readers without the module; derived from the state
+    own = intervention.state_dict()
+    if set(state) != set(own):
+        raise ValueError(f"{weights_path}: tensors {sorted(state)} do not match a {meta['method']} intervention "
+                         f"with d={meta['d']}, k={meta['k']} (expected {sorted(own)})")
+    intervention.load_state_dict(state)
+    return intervention.eval(), meta
+
+
+__all__ = ["load_das"]
