@@ -89,17 +89,18 @@ def saved_folders(root: Path, *markers: str) -> list[str]:
     return sorted(found)
 
 
+def command_of(folder: Path) -> str | None:
+    """The ``command`` of a saved run's ``config.json`` (``workbench.runs.save_run``), if any."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("command") if isinstance(config, dict) else None
+
+
 def saved_runs_of(root: Path, command: str) -> list[str]:
-    """Saved runs (``config.json`` from ``workbench.runs.save_run``) whose command is ``command``."""
-    names = []
-    for name in saved_folders(root, "config.json"):
-        try:
-            config = json.loads((root / name / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(config, dict) and config.get("command") == command:
-            names.append(name)
-    return names
+    """Saved runs under ``root`` whose command is ``command`` (das, ravel, memorize-sweep, ...)."""
+    return [name for name in saved_folders(root, "config.json") if command_of(root / name) == command]
 
 
 def resolve_saved(name: str, roots: dict[str, Path]) -> Path:
@@ -123,10 +124,11 @@ def resolve_saved(name: str, roots: dict[str, Path]) -> Path:
 
 
 def pick_folder(label: str, roots: dict[str, Path], markers: tuple[str, ...], key: str,
-                describe=None) -> Path | None:
+                describe=None, keep=None) -> Path | None:
     """A selectbox of saved folders under ``roots`` holding ``markers``, and a text box to type one
     (checked to stay inside the roots). Returns the chosen folder, or None (with a message)."""
-    options = [(label_, name) for label_, root in roots.items() for name in saved_folders(root, *markers)]
+    options = [(label_, name) for label_, root in roots.items() for name in saved_folders(root, *markers)
+               if keep is None or keep(root / name)]
     typed = st.text_input(f"…or type a folder inside {' / '.join(roots)}", key=f"{key}_typed",
                           help=" and ".join(str(r) for r in roots.values()))
     if typed.strip():

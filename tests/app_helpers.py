@@ -91,6 +91,16 @@ def run_das_cli(model_folder: Path, data: Path, out: Path, layer: int = 1) -> Pa
     return out
 
 
+def run_ravel_cli(model_folder: Path, data: Path, out: Path, layer: int = 1) -> Path:
+    """`workbench ravel` (PCA and DAS, k=2) on the known data: the saved Cause/Isolate table."""
+    from workbench import cli
+    code = cli.main(["ravel", "--model", str(model_folder), "--data", str(data), "--attributes", "A", "B",
+                     "--methods", "pca", "das", "--layer", str(layer), "--k", "2", "--epochs", "1",
+                     "--examples", "8", "4", "4", "--out", str(out)])
+    assert code == 0, f"workbench ravel failed with {code}"
+    return out
+
+
 def save_sentiment_run(hm, out: Path, monkeypatch) -> Path:
     """`probes.sentiment.run.run_sentiment` on in-vocabulary adjectives (no SST)."""
     import pandas as pd

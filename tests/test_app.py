@@ -84,7 +84,7 @@ def test_bad_model_path_is_a_message(monkeypatch, tmp_path):
     assert "Could not load" in at.sidebar.error[0].value
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if p[0] in "456"])
+@pytest.mark.parametrize("page", [p for p in PAGES if p[0] in "56"])
 def test_pages_without_a_back_end_say_what_they_will_do(app_env, page):
     at = run_page(APP / "pages" / page)
     assert at.info and "Coming with" in at.info[0].value

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import (run_das_cli, save_memorize_sweep, save_reft, save_sentiment_run, save_tiny_model,
+from app_helpers import (run_das_cli, run_ravel_cli, save_memorize_sweep, save_reft, save_sentiment_run, save_tiny_model,
                          write_known_ravel)
 from workbench import load_model
 from workbench.steering import save_steering
@@ -18,8 +18,17 @@ if str(PAGES.parent) not in sys.path:  # `streamlit run app/Home.py` puts app/ o
     sys.path.insert(0, str(PAGES.parent))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(one_thread, tmp_path_factory):
     """A tiny model folder and a results folder holding one artifact of every kind."""
     root = tmp_path_factory.mktemp("app-pages")
     model_folder = save_tiny_model(root / "tiny-llama")
@@ -30,6 +39,7 @@ def saved(tmp_path_factory):
     data = write_known_ravel(hm, results / "data" / "ravel-tiny")
     run_das_cli(model_folder, data, results / "das-L1", layer=1)
     run_das_cli(model_folder, data, results / "das-L2", layer=2)
+    run_ravel_cli(model_folder, data, results / "ravel-L1", layer=1)
     with pytest.MonkeyPatch.context() as monkeypatch:
         save_sentiment_run(hm, results / "sentiment-tiny", monkeypatch)
     save_memorize_sweep(hm, results / "memorize-tiny", root / "words.txt")
@@ -64,7 +74,7 @@ def choose(at: AppTest, key: str, text: str) -> None:
     box = at.selectbox(key=key)
     matches = [o for o in box.options if text in o]
     assert matches, (text, box.options)
-    box.set_value(box.options.index(matches[0])).run()
+    box.select_index(box.options.index(matches[0])).run()
     assert not at.exception, at.exception
 
 
@@ -105,3 +115,41 @@ def test_a_folder_outside_the_results_is_refused(app_env):
     assert "outside" in at.error[0].value and "** at `" not in shown(at)
     at.text_input(key="folder_typed").input("interventions/reft-tiny").run()
     assert not at.error and "LoReFT" in shown(at)
+
+
+# ---- Alignment ------------------------------------------------------------------------------
+def test_alignment_page_shows_saved_scores(app_env):
+    at = open_page("4_Alignment.py")
+    assert not at.error, at.error
+    per_layer = at.get("plotly_chart")[0].proto.spec
+    assert '"DAS A \\u00b7 cause"' in per_layer or "DAS A · cause" in per_layer
+    choose(at, "ravel_run", "ravel-L1")
+    table = at.dataframe[0].value
+    assert set(table["method"]) == {"pca", "das", "full_patch"}
+    assert {"cause", "isolate", "disentangle"} <= set(table.columns)
+    assert len(at.get("plotly_chart")) == 2  # IIA per layer and the Cause/Isolate/Disentangle bars
+
+
+def test_alignment_page_runs_a_small_configuration(app_env):
+    at = open_page("4_Alignment.py")
+    choose(at, "data", "ravel-tiny")
+    at.multiselect(key="attributes").set_value(["A", "B"])
+    at.number_input(key="layer").set_value(1)
+    at.number_input(key="k").set_value(2)
+    at.multiselect(key="methods").set_value(["pca", "mean_diff"]).run()
+    at.button(key="run_ravel").click().run()
+    assert not at.exception and not at.error, at.error
+    assert "Saved to ravel-app-" in at.success[0].value
+    saved = app_env / at.success[0].value.removeprefix("Saved to ")
+    assert (saved / "results.parquet").is_file() and (saved / "kept.csv").is_file()
+    new = at.dataframe[-1].value
+    assert list(new["method"].unique()) == ["pca", "mean_diff", "full_patch"]
+
+
+def test_alignment_page_explains_a_layer_out_of_range(app_env):
+    at = open_page("4_Alignment.py")
+    choose(at, "data", "ravel-tiny")
+    at.number_input(key="layer").set_value(7).run()
+    at.button(key="run_ravel").click().run()
+    assert not at.exception
+    assert "model has 3 layers (0-2)" in at.error[0].value
