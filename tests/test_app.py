@@ -8,7 +8,6 @@ from streamlit.testing.v1 import AppTest
 from app_helpers import save_tiny_model
 
 APP = Path(__file__).resolve().parents[1] / "app"
-PAGES = sorted(p.name for p in (APP / "pages").glob("*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,3 @@ def test_bad_model_path_is_a_message(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_APP_MODEL", str(tmp_path / "no-such-model"))
     at = run_page(APP / "pages" / "1_Prompt.py")
     assert "Could not load" in at.sidebar.error[0].value
-
-
-@pytest.mark.parametrize("page", [p for p in PAGES if p[0] in "56"])
-def test_pages_without_a_back_end_say_what_they_will_do(app_env, page):
-    at = run_page(APP / "pages" / page)
-    assert at.info and "Coming with" in at.info[0].value

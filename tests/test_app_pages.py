@@ -54,6 +54,7 @@ def app_env(saved, monkeypatch):
     monkeypatch.setenv("WORKBENCH_APP_MODEL", str(model_folder))
     monkeypatch.setenv("WORKBENCH_RESULTS_DIR", str(results))
     monkeypatch.delenv("WORKBENCH_INTERVENTIONS_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "ui", raising=False)  # ui reads the folders from the env on import
     return results
 
 
@@ -153,3 +154,40 @@ def test_alignment_page_explains_a_layer_out_of_range(app_env):
     at.button(key="run_ravel").click().run()
     assert not at.exception
     assert "model has 3 layers (0-2)" in at.error[0].value
+
+
+# ---- Sentiment ------------------------------------------------------------------------------
+def test_sentiment_page_colours_tokens_and_ablates(app_env):
+    at = open_page("5_Sentiment.py")
+    choose(at, "direction", "L1.mean_diff")
+    at.text_area(key="text").input("I thought it was great , I loved it").run()
+    at.button(key="project").click().run()
+    assert not at.exception and not at.error, at.error
+    projection = at.session_state["projection"]
+    assert list(projection.token) == "I thought it was great , I loved it".split()
+    coloured = [m.value for m in at.markdown if "<span" in m.value][0]
+    assert coloured.count("<span") == 9 and "rgba(" in coloured
+    at.button(key="ablate").click().run()
+    assert not at.error and len(at.dataframe) >= 3  # values, then next token without and with the ablation
+    assert "Directional patching" in at.get("plotly_chart")[0].proto.spec  # the saved recovery per layer
+
+
+def test_sentiment_page_rejects_an_empty_text(app_env):
+    at = open_page("5_Sentiment.py")
+    at.text_area(key="text").input("").run()
+    at.button(key="project").click().run()
+    assert not at.exception and "text is empty" in at.error[0].value
+
+
+# ---- Memorization ---------------------------------------------------------------------------
+def test_memorization_page_draws_capacity_curves(app_env):
+    at = open_page("6_Memorization.py")
+    assert not at.error, at.error
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert "layer=0" in figure and "layer=2" in figure
+    capacity = at.dataframe[0].value
+    assert set(capacity["layer"]) == {0, 2} and "capacity" in capacity.columns
+    at.multiselect(key="layers").set_value([2]).run()
+    assert set(at.dataframe[0].value["layer"]) == {2}
+    at.multiselect(key="layers").set_value([]).run()
+    assert "at least one layer" in at.info[0].value
