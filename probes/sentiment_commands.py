@@ -41,6 +41,7 @@ def run_sentiment_command(args: argparse.Namespace) -> int:
         position_sets=tuple(args.positions.split(",")), max_per_sentiment=args.max_per_sentiment,
         sst_folder=None if args.sst_limit == 0 else args.sst, sst_split=args.sst_split,
         sst_limit=args.sst_limit or None, ablation_value=args.ablation_value,
+        sst_position_sets=tuple(args.sst_positions.split(",")), sst_mean_positions=args.sst_mean_positions,
         ablation_layers=_ints(args.ablation_layers), batch_size=args.batch_size, seed=args.seed)
     out = Path(args.out or f"runs/sentiment-{datetime.now():%Y%m%d-%H%M%S}")
     summary = run_sentiment(hm, config, out)
@@ -120,6 +121,9 @@ def register(sub) -> None:
     run.add_argument("--sst", default="../shared/data/sst", help="folder with sst_{train,dev,test}.txt")
     run.add_argument("--sst-split", default="dev")
     run.add_argument("--sst-limit", type=int, default=300, help="SST sentences (0 skips the SST ablation)")
+    run.add_argument("--sst-positions", default="all,comma",
+                     help="SST ablation position sets; the first is the reference of share_of_all")
+    run.add_argument("--sst-mean-positions", default="all", help="tokens the mean-ablation value averages over")
     run.add_argument("--ablation-value", default="mean", choices=["mean", "zero"])
     run.add_argument("--ablation-layers", help="layers ablated together on SST (default all)")
     run.add_argument("--batch-size", type=int, default=32)

@@ -10,6 +10,7 @@ from test_neurons import NEURON, TEXTS, planted_neuron_model
 from test_sentiment_planted import planted_model
 
 from probes import sentiment_commands
+from probes.sentiment.fit import load_directions
 from probes.sentiment.run import SentimentConfig, run_sentiment
 
 
@@ -37,6 +38,9 @@ def test_run_sentiment_on_the_planted_model_writes_every_table(tmp_path, monkeyp
     assert json.loads((tmp_path / "patching" / "config.json").read_text())["layers"] == [0, 1]
     assert (tmp_path / "directions" / "figure.html").exists() and (tmp_path / "directions.safetensors").exists()
     assert summary["test_accuracy"]["mean_diff"] == 1.0
+    loaded = load_directions(str(tmp_path / "directions.safetensors"))
+    assert set(loaded.directions) == {0, 1, 2}  # every layer: SST ablation layers default to all
+    assert set(loaded.directions[0]) == {"mean_diff", "probe"}
     with pytest.raises(ValueError, match=r"model has 3 layers \(0-2\)"):
         run_sentiment(hm, SentimentConfig(layers=(5,), sst_folder=None), tmp_path / "bad")
 

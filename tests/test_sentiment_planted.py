@@ -157,3 +157,13 @@ def test_sst_style_ablation_on_the_planted_model(planted):
     assert table.loc[("random", "all"), "accuracy"] == 1.0
     # the comma's state at layer 0 reaches the answer only through layer 0's attention: no effect
     assert table.loc[("sentiment", "comma"), "share_of_all"] == 0.0
+
+
+def test_non_first_positions_skip_each_examples_first_real_token():
+    from probes.sentiment.causal import position_set
+    ids = torch.tensor([[0, 0, 5, 6, 7], [5, 6, 7, 8, 9]])
+    resolved = position_set("non_first").resolve(ids, (ids != 0).long())
+    assert resolved.index[0][resolved.mask[0]].tolist() == [3, 4]  # left-padded: first real token is 2
+    assert resolved.index[1][resolved.mask[1]].tolist() == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="expected one of"):
+        position_set("everywhere")

@@ -27,11 +27,26 @@ from workbench.das.data import last_logits_kwargs
 from workbench.hooked import HookedModel
 from workbench.interventions import Intervention
 from workbench.plan import PlanItem
-from workbench.positions import AllTokens, PositionSelector, TokenMatch, parse_positions
+from workbench.positions import AllTokens, PositionSelector, Positions, TokenMatch, parse_positions
+
+class AllButFirst(PositionSelector):
+    """Every real token except each example's first: spares the attention-sink token (the first
+    token of models without BOS carries outsized activations, so editing it harms everything)."""
+
+    def resolve(self, input_ids, attention_mask, tokenizer=None) -> Positions:
+        every = AllTokens().resolve(input_ids, attention_mask, tokenizer)
+        if every.index.shape[1] < 2:
+            raise ValueError("every example has a single token: 'non_first' selects nothing; use longer inputs")
+        return Positions(every.index[:, 1:], every.mask[:, 1:])  # (B, T - 1)
+
+    def __repr__(self) -> str:
+        return "AllButFirst()"
+
 
 # Named position sets of the causal tests; each is a workbench position selector.
 POSITION_SETS: dict[str, PositionSelector] = {
     "all": AllTokens(),
+    "non_first": AllButFirst(),
     "comma": TokenMatch(","),
     "punctuation": TokenMatch(r"[,.;:!?]"),
     "non_comma": TokenMatch(r"(?!,$).*"),  # every token except commas (the complement of 'comma')

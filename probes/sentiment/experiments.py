@@ -61,31 +61,27 @@ def patching_curve(hm: HookedModel, pairs: pd.DataFrame, fitted: FittedDirection
 
 
 @torch.no_grad()
-def mean_projections(hm: HookedModel, prompts: Sequence[str], vectors: dict, batch_size: int = 32) -> dict:
-    """Mean projection of every real token's state onto each site's vectors {site: {name: u}}.
-
-    Returns {site: {name: mean}} over all tokens of ``prompts`` (the values of mean ablation).
-    """
+def mean_projections(hm: HookedModel, prompts: Sequence[str], vectors: dict, batch_size: int = 32,
+                     positions: str = "all") -> dict:
+    """Mean projection onto each site's vectors {site: {name: u}} over the tokens of ``prompts``
+    that the position set ``positions`` selects: {site: {name: mean}} (mean-ablation values)."""
+    selector = position_set(positions)
     sums = {site: {name: 0.0 for name in named} for site, named in vectors.items()}
     count = 0
     for start in range(0, len(prompts), batch_size):
         batch = hm.tokenize(list(prompts[start:start + batch_size]), padding_side="left")
+        valid = selector.resolve(batch["input_ids"], batch["attention_mask"], hm.tokenizer).mask  # (b, k)
         collectors = {site: Collect() for site in vectors}
-        with hm.intervene([PlanItem(site, "all", c) for site, c in collectors.items()]):
+        with hm.intervene([PlanItem(site, selector, c) for site, c in collectors.items()]):
             hm.forward(batch, use_cache=False, **last_logits_kwargs(hm))
-        count += int(batch["attention_mask"].sum())
+        count += int(valid.sum())
         for site, c in collectors.items():
-            states = c.values[0].float()  # (b, T, d) in AllTokens order: real tokens first, pads repeat
-            real = _real_token_mask(batch["attention_mask"])  # (b, T) slots that are real tokens
+            states = c.values[0].float()  # (b, k, d)
             for name, u in vectors[site].items():
-                sums[site][name] += float((states @ u.float())[real].sum())
+                sums[site][name] += float((states @ u.float())[valid].sum())
+    if count == 0:
+        raise ValueError(f"position set {positions!r} selects no token of the prompts; choose another")
     return {site: {name: total / count for name, total in named.items()} for site, named in sums.items()}
-
-
-def _real_token_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """AllTokens slots (b, T) that hold a real token: the first ``length`` slots of each row."""
-    lengths = attention_mask.sum(1)  # (b,)
-    return torch.arange(attention_mask.shape[1])[None, :] < lengths[:, None]  # (b, T)
 
 
 def _accuracy(ld: torch.Tensor, sentiment: np.ndarray) -> dict:
@@ -100,14 +96,15 @@ def sst_ablation(hm: HookedModel, sst: pd.DataFrame, fitted: FittedDirections, l
                  method: str = "mean_diff", position_sets: Sequence[str] = ("all", "comma"),
                  value: str = "mean", random_control: bool = True, answers: tuple[str, str] = (" positive", " negative"),
                  template: str | None = None, component: str = "resid_post", batch_size: int = 16,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, mean_positions: str = "all") -> pd.DataFrame:
     """Zero-shot SST accuracy with the direction ablated at ``layers`` (all at once), per position set.
 
     ``value``: 'mean' sets the projection to its mean over the SST prompts' tokens (per layer),
-    'zero' projects the direction out. ``random_control`` repeats each ablation with a random unit
+    'zero' projects the direction out; ``mean_positions`` chooses the tokens that mean runs over
+    (e.g. 'non_first' to leave the attention-sink token out). ``random_control`` repeats each ablation with a random unit
     direction per layer. Columns: direction, positions, accuracy, auc, mean_signed_ld,
     drop (in accuracy), above_chance_lost ((acc_clean − acc) / (acc_clean − 0.5)), share_of_all
-    (this drop / the same direction's all-position drop).
+    (this drop / the same direction's drop at the first, widest, position set).
     """
     if value not in ("mean", "zero"):
         raise ValueError(f"value={value!r}: expected 'mean' (mean ablation) or 'zero' (projection out)")
@@ -125,7 +122,7 @@ def sst_ablation(hm: HookedModel, sst: pd.DataFrame, fitted: FittedDirections, l
         named[Site(layer, component)] = {"sentiment": u, "random": r / r.norm()}
     if not random_control:
         named = {site: {"sentiment": v["sentiment"]} for site, v in named.items()}
-    means = mean_projections(hm, prompts, named, batch_size) if value == "mean" else None
+    means = mean_projections(hm, prompts, named, batch_size, mean_positions) if value == "mean" else None
     runs = [("none", "-")] + [(d, p) for d in next(iter(named.values())) for p in position_sets]
     rows = []
     for direction, pos_name in tqdm(runs, desc="SST ablation", leave=False):
@@ -140,10 +137,11 @@ def sst_ablation(hm: HookedModel, sst: pd.DataFrame, fitted: FittedDirections, l
     clean = table.loc[table["direction"] == "none", "accuracy"].iloc[0]
     table["drop"] = clean - table["accuracy"]
     table["above_chance_lost"] = table["drop"] / (clean - 0.5) if clean != 0.5 else float("nan")
-    all_drop = table[table["positions"] == "all"].set_index("direction")["drop"]
+    widest = position_sets[0]  # the share is relative to the first (widest) position set
+    all_drop = table[table["positions"] == widest].set_index("direction")["drop"]
     table["share_of_all"] = [row.drop / all_drop[row.direction] if row.direction in all_drop and all_drop[row.direction]
                              else float("nan") for row in table.itertuples()]
-    table.attrs = {"answers": list(answers), "n": len(sst), "value": value}
+    table.attrs = {"answers": list(answers), "n": len(sst), "value": value, "mean_positions": mean_positions}
     return table
 
 

@@ -116,3 +116,21 @@ def fit_sentiment_directions(hm: HookedModel, reviews: pd.DataFrame, layers: Seq
         cos_rows += [{"layer": layer, "a": a, "b": b, "cosine": float(cos.loc[a, b])} for a in cos.index for b in cos.columns]
     return FittedDirections(directions, pd.DataFrame(score_rows), pd.DataFrame(cos_rows), states, slots, das_info,
                            list(reviews["prompt"]))
+
+
+def load_directions(path: str, method_filter: Sequence[str] | None = None) -> FittedDirections:
+    """Directions saved by a sentiment run (``directions.safetensors``, keys ``L{layer}.{method}``),
+    without thresholds or cached states: enough for `sst_ablation` and projections.
+
+    >>> fitted = load_directions("runs/sentiment-smollm2/directions.safetensors")   # doctest: +SKIP
+    """
+    from safetensors.torch import load_file
+
+    directions: dict[int, dict[str, Direction]] = {}
+    for key, vector in load_file(path).items():
+        layer, _, method = key.partition(".")
+        if not layer.startswith("L") or not layer[1:].isdigit() or not method:
+            raise ValueError(f"{path}: key {key!r} is not 'L<layer>.<method>'; was it written by a sentiment run?")
+        if method_filter is None or method in method_filter:
+            directions.setdefault(int(layer[1:]), {})[method] = Direction(vector.float(), float("nan"), method)
+    return FittedDirections(directions, pd.DataFrame(), pd.DataFrame())

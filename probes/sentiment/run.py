@@ -46,6 +46,8 @@ class SentimentConfig:
     sst_folder: str | None = "../shared/data/sst"  # None skips the SST ablation
     sst_split: str = "dev"
     sst_limit: int | None = 300
+    sst_position_sets: tuple[str, ...] = ("all", "comma")  # the first is the reference for share_of_all
+    sst_mean_positions: str = "all"  # tokens the mean-ablation value is averaged over ('non_first' spares the sink)
     ablation_method: str = "mean_diff"
     ablation_value: str = "mean"  # 'mean' (mean ablation) or 'zero' (projection out)
     ablation_layers: tuple[int, ...] | None = None  # None = every layer
@@ -97,9 +99,9 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
                "recovery": curve.to_dict("records")}
     if config.sst_folder is not None:
         sst = load_sst(config.sst_folder, config.sst_split, limit=config.sst_limit, seed=config.seed)
-        table = sst_ablation(hm, sst, fitted, ablation_layers, config.ablation_method, config.position_sets,
+        table = sst_ablation(hm, sst, fitted, ablation_layers, config.ablation_method, config.sst_position_sets,
                              config.ablation_value, component=config.component, batch_size=config.batch_size // 2,
-                             seed=config.seed)
+                             seed=config.seed, mean_positions=config.sst_mean_positions)
         save_run(out / "sst", table, {**record, "part": "sst", "n_sentences": len(sst),
                                       "n_with_comma": int(sst["text"].str.contains(",").sum())})
         summary["sst"] = table.to_dict("records")
