@@ -109,6 +109,16 @@ def test_resume_with_another_model_or_text_is_refused(tmp_path, text_file):
         memorize_sweep(tiny_model("llama"), str(other), grid, BASE, out=tmp_path / "s", progress=False)
 
 
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path, text_file):
+    from reft.memorize.sweep import _exclusive
+    with _exclusive(tmp_path):
+        with pytest.raises(ValueError, match="another sweep is writing to"):
+            memorize_sweep(tiny_model("llama"), str(text_file), {"n_tokens": [2]}, BASE, out=tmp_path, progress=False)
+    df = memorize_sweep(tiny_model("llama"), str(text_file), {"n_tokens": [2], "layer": [1]}, BASE, out=tmp_path,
+                        progress=False)
+    assert len(df) == 1  # the lock is released afterwards
+
+
 def test_cli_memorize_and_sweep(tmp_path, text_file, monkeypatch, capsys):
     monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: tiny_model("llama"))
     if "reft.memorize_commands" not in cli.COMMAND_MODULES:

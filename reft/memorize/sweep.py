@@ -4,7 +4,8 @@ Each finished run is appended to ``results.jsonl`` atomically (the whole file is
 temporary file and renamed), so a killed sweep loses at most the run in progress; started again
 with the same ``out`` it skips every run already in the file (matched on the run's full config)
 and continues. After each run the table (``results.parquet``/``.csv``), the plotly figure and
-``config.json`` are rewritten beside it (``workbench.runs.save_run``).
+``config.json`` are rewritten beside it (``workbench.runs.save_run``). One process writes a folder at
+a time (``.sweep.lock``); run concurrent sweeps into separate folders.
 
 With ``stop_after_failure`` (capacity search), N grows within each (layer, rank, kind, variant,
 pairs, seed) group and larger N are skipped once one N failed: capacity is the largest N reproduced
@@ -17,10 +18,12 @@ exactly. The skip is decided from the saved rows, so a resumed sweep skips exact
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -143,6 +146,26 @@ def memorize_sweep(hm: HookedModel, text: str, grid: Mapping[str, Sequence], bas
     base = base or MemorizeConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm)
+
+
+@contextmanager
+def _exclusive(out: Path):
+    """One writer per sweep folder: appends are atomic, but two processes would drop each other's rows."""
+    with open(out / ".sweep.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another sweep is writing to {out}; wait for it to finish or choose another "
+                             f"--out folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm) -> pd.DataFrame:
     story = load_text(text)
     setup = {"command": "memorize-sweep", "model": hm.name, "text": str(text),
              "text_path": str(resolve_text_path(text)), "text_sha": text_fingerprint(story),
