@@ -129,17 +129,19 @@ def pick_folder(label: str, roots: dict[str, Path], markers: tuple[str, ...], ke
     (checked to stay inside the roots). Returns the chosen folder, or None (with a message)."""
     options = [(label_, name) for label_, root in roots.items() for name in saved_folders(root, *markers)
                if keep is None or keep(root / name)]
+    shown = describe or (lambda lab, name: f"{lab}: {name}")
+    choice = None
+    if options:
+        choice = st.selectbox(label, range(len(options)), key=key, format_func=lambda i: shown(*options[i]))
     typed = st.text_input(f"…or type a folder inside {' / '.join(roots)}", key=f"{key}_typed",
                           help=" and ".join(str(r) for r in roots.values()))
     if typed.strip():
         with user_errors():
             return resolve_saved(typed, roots)
         return None
-    if not options:
-        st.info(f"No saved {label} yet under {' or '.join(str(r) for r in roots.values())}.")
+    if choice is None:
+        st.info(f"No saved {label.lower()} yet under {' or '.join(str(r) for r in roots.values())}.")
         return None
-    shown = describe or (lambda lab, name: f"{lab}: {name}")
-    choice = st.selectbox(label, range(len(options)), key=key, format_func=lambda i: shown(*options[i]))
     lab, name = options[choice]
     return inside(roots[lab], name)
 

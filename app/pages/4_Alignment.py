@@ -54,6 +54,14 @@ def run_small(hm, model_name: str, data, config: RavelConfig) -> tuple[pd.DataFr
     """prepare_ravel, then compare_methods one method at a time (a progress step each); saved."""
     steps = len(config.methods) + 2
     bar = st.progress(0.0, text="Filtering the queries the model answers…")
+    try:
+        return _run_steps(hm, model_name, data, config, bar, steps)
+    except BaseException:
+        bar.empty()  # the error message replaces the bar
+        raise
+
+
+def _run_steps(hm, model_name: str, data, config: RavelConfig, bar, steps: int) -> tuple[pd.DataFrame, Path]:
     setup = prepare_ravel(hm, data, config.attributes, {"train": config.n_train, "val": config.n_val,
                           "test": config.n_test}, config.entities_per_split, config.max_templates, config.seed,
                           config.batch_size, False, config.max_entity_tokens)
@@ -119,13 +127,14 @@ if hm is not None and data is not None:
     names = data.attribute_names
     if st.session_state.get("attributes_of") != source:  # new data: its first two attributes
         st.session_state["attributes_of"], st.session_state["attributes"] = source, names[:2]
-    c1, c2, c3, c4 = st.columns(4)
-    attributes = c1.multiselect("Attributes", names, key="attributes")
-    layer = c2.number_input("Layer", min_value=0, value=min(8, hm.n_layers - 1), key="layer",
+    c1, c2 = st.columns(2)
+    attributes = c1.multiselect("Attributes (the first is Cause's target)", names, key="attributes")
+    methods = c2.multiselect("Methods", list(METHODS), default=["pca", "mean_diff", "das"], key="methods")
+    c1, c2, c3 = st.columns(3)
+    layer = c1.number_input("Layer", min_value=0, value=min(8, hm.n_layers - 1), key="layer",
                             help=f"0-{hm.n_layers - 1}")
-    k = c3.number_input("Subspace size k", 1, 256, 4, key="k")
-    epochs = c4.number_input("DAS epochs", 1, 10, 1, key="epochs")
-    methods = st.multiselect("Methods", list(METHODS), default=["pca", "mean_diff", "das"], key="methods")
+    k = c2.number_input("Subspace size k", 1, 256, 4, key="k")
+    epochs = c3.number_input("DAS epochs", 1, 10, 1, key="epochs")
     if st.button("Run", key="run_ravel"):
         with user_errors():
             if not attributes or not methods:

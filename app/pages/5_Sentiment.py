@@ -25,7 +25,7 @@ def coloured_text(tokens: list[str], values: list[float]) -> str:
         alpha = min(1.0, abs(value) / limit)
         rgb = "33, 102, 172" if value >= 0 else "178, 24, 43"  # RdBu ends, as in token_projection_figure
         spans.append(f'<span title="{value:+.3f}" style="background: rgba({rgb}, {alpha:.2f}); white-space: pre; '
-                     f'padding: 2px 1px; border-radius: 3px; color: {"white" if alpha > 0.6 else "inherit"}">'
+                     f'padding: 2px 2px; margin: 0 1px; border-radius: 3px; color: {"white" if alpha > 0.6 else "inherit"}">'
                      f"{html.escape(token.replace(chr(10), '⏎'))}</span>")
     return '<div style="font-size: 1.25rem; line-height: 2.2rem">' + "".join(spans) + "</div>"
 
@@ -70,6 +70,7 @@ if hm is not None and vectors:
             st.dataframe(projection, hide_index=True)
 
     st.subheader("Ablate the direction on this text")
+    st.caption("The direction's component is projected out of every token's state at its layer.")
     k = st.slider("Top k", 1, 20, 8, key="k")
     if st.button("Ablate", key="ablate"):
         with user_errors():
@@ -79,7 +80,7 @@ if hm is not None and vectors:
             plan = [PlanItem(site, "all", DirectionalAblation(vector))]
             before, after = top_k_next_tokens(hm, text, k), top_k_next_tokens(hm, text, k, plan)
             cols = ["rank", "token", "probability"]
-            show_side_by_side("Next token", f"Next token, {choice} projected out at every token",
+            show_side_by_side("Next token", f"With {choice} ablated",
                               before[cols], after[cols])
 
 if folder is not None:
@@ -91,7 +92,7 @@ if folder is not None:
         for part, tab in zip(parts, st.tabs(parts)):
             table = read_table(folder / part)
             if part == "patching":
-                tab.plotly_chart(recovery_figure(table), key="recovery")
+                tab.plotly_chart(recovery_figure(table).update_xaxes(dtick=1), key="recovery")
                 tab.caption("Patching the direction's component from the opposite-sentiment prompt: "
                             "1 = the whole flip, 0 = no effect.")
             elif part == "sst":
