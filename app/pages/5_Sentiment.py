@@ -6,12 +6,12 @@ import html
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from safetensors.torch import load_file
 
 from ui import RESULTS_DIR, model_sidebar, pick_folder, read_json, read_table, show_side_by_side, user_errors
 
 from probes.sentiment.causal import DirectionalAblation
 from probes.sentiment.figures import recovery_figure, token_projections
+from probes.sentiment.fit import load_directions
 from workbench.plan import PlanItem
 from workbench.predictions import top_k_next_tokens
 from workbench.sites import Site
@@ -43,7 +43,9 @@ folder = pick_folder("Saved sentiment run", {"results": RESULTS_DIR}, ("directio
 vectors, component = {}, "resid_post"
 if folder is not None:
     with user_errors():
-        vectors = load_file(str(folder / "directions.safetensors"))
+        fitted = load_directions(str(folder / "directions.safetensors"))
+        vectors = {f"L{layer}.{method}": d.vector for layer, named in fitted.directions.items()
+                   for method, d in named.items()}
         if (folder / "directions" / "config.json").is_file():
             component = read_json(folder / "directions").get("component", component)
 
