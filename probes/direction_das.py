@@ -42,7 +42,10 @@ def das_direction(hm: HookedModel, site: Site | str, pairs: pd.DataFrame, positi
     """Train a rank-1 DAS intervention at ``site`` on contrast pairs; return (u (d,), info).
 
     ``orient_with`` (d,) flips u's sign to agree with a reference (e.g. the mean difference), as
-    DAS itself only learns a line. ``info`` holds the training IIA history and the final IIAs.
+    DAS itself only learns a line. ``val_pairs`` are only evaluated after training, not used for
+    early stopping: IIA asks for the answer to be the argmax over the whole vocabulary, which
+    `` good``/`` bad`` rarely are after "This movie is", so every epoch scores 0 and the trainer
+    would restore the first one. ``info`` holds the final train/val IIA and loss.
     """
     site = Site.parse(site)
     config = config or TrainConfig(epochs=3, batch_size=16, lr=1e-2, patience=2)
@@ -50,10 +53,11 @@ def das_direction(hm: HookedModel, site: Site | str, pairs: pd.DataFrame, positi
     val = counterfactual_pairs(hm, val_pairs, positions) if val_pairs is not None else None
     torch.manual_seed(config.seed)
     das = LowRankRotatedSpaceIntervention(hm.site_size(site), 1)
-    result = train_alignment(hm, site, das, train, val, config)
+    result = train_alignment(hm, site, das, train, None, config)
     u = das.basis()[0].float().clone()  # (d,)
     if orient_with is not None and float(u @ orient_with.float()) < 0:
         u = -u
-    info = {"val_iia": result.val_iia, "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-            "train_iia": evaluate(hm, site, das, train).iia, "final_loss": float(result.history["loss"].iloc[-1])}
+    info = {"seconds": round(result.seconds, 1), "steps": len(result.history),
+            "train_iia": evaluate(hm, site, das, train).iia, "final_loss": float(result.history["loss"].iloc[-1]),
+            "val_iia": evaluate(hm, site, das, val).iia if val is not None else None}
     return u, info
