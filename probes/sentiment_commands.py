@@ -1,7 +1,6 @@
 """``workbench sentiment ...`` and ``workbench neuron ...``: the sentiment study and neuron checks.
 
-Registered through ``workbench.cli.COMMAND_MODULES`` (add ``"probes.sentiment_commands"``); until
-then ``python -m probes.sentiment_commands sentiment run ...`` runs the same parser.
+Registered through ``workbench.cli.COMMAND_MODULES``.
 
 >>> args = build_parser().parse_args(["sentiment", "run", "--layers", "0,6", "--sst-limit", "0"])
 >>> args.layers, args.sst_limit
@@ -161,19 +160,8 @@ def register(sub) -> None:
     neuron.set_defaults(func=neuron_command)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="sentiment and neuron commands")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, IndexError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+# The one CLI entry point; kept importable here for callers of this module.
+from workbench.cli import build_parser, main  # noqa: E402,F401
 
 
 if __name__ == "__main__":

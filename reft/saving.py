@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workbench.hooked import HookedModel
+from workbench.runs import atomic_write
 
 from .config import ReftConfig
 from .model import ReftModel, _as_hooked, build_interventions
@@ -47,17 +47,6 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
         digest.update(f"{name}|{tuple(p.shape)}|{p.dtype}|".encode())
         digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _reft_of(model: nn.Module) -> ReftModel:
@@ -94,8 +83,8 @@ def save_reft(model: nn.Module, folder: str | os.PathLike, extra: dict | None = 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {**describe(model), **({"extra": extra} if extra else {})}
-    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    _atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return folder
 
 

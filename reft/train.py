@@ -24,8 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workbench.runs import atomic_write
+
 from .data import Collator, pad_id_of
-from .saving import _atomic_write, load_weights_into, save_reft
+from .saving import load_weights_into, save_reft
 
 MIXED = ("auto", "no", "bf16", "fp16")
 
@@ -115,9 +117,9 @@ def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
                 tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
             else:
                 scalars[f"{index}.{key}"] = value
-    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
+    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
     meta = {"param_groups": state["param_groups"], "scalars": scalars}
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
@@ -193,7 +195,7 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
         save_reft(model, ckpt)
         save_optimizer(optimizer, ckpt / "optimizer")
         state = {"step": step, "history": result.history, "train_config": asdict(config)}
-        _atomic_write(ckpt / "trainer_state.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
+        atomic_write(ckpt / "trainer_state.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
 
     def run_eval(step: int) -> dict:
         metrics = eval_fn(model) if eval_fn else {}
@@ -246,6 +248,6 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     if out is not None:
         checkpoint(step)
         save_reft(model, out)
-        _atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
-        _atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))
+        atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
+        atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))
     return result

@@ -14,10 +14,18 @@ from pathlib import Path
 import pandas as pd
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename (no half-written files)."""
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    An interrupted write leaves no half-written file; the result gets the usual umask-based mode
+    (mkstemp's 0600 would make results private to the writer).
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -34,12 +42,12 @@ def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None)
     paths = {"table": folder / "results.parquet", "csv": folder / "results.csv", "config": folder / "config.json"}
     plain = pd.DataFrame(table)
     plain.attrs = {}
-    _atomic_write(paths["table"], lambda tmp: plain.to_parquet(tmp, index=False))
-    _atomic_write(paths["csv"], lambda tmp: plain.to_csv(tmp, index=False))
-    _atomic_write(paths["config"], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, default=str)))
+    atomic_write(paths["table"], lambda tmp: plain.to_parquet(tmp, index=False))
+    atomic_write(paths["csv"], lambda tmp: plain.to_csv(tmp, index=False))
+    atomic_write(paths["config"], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, default=str)))
     if figure is not None:
         paths["figure"] = folder / "figure.html"
-        _atomic_write(paths["figure"], lambda tmp: figure.write_html(tmp, include_plotlyjs=True))
+        atomic_write(paths["figure"], lambda tmp: figure.write_html(tmp, include_plotlyjs=True))
     return paths
 
 
@@ -49,4 +57,4 @@ def load_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(folder / "results.parquet"), json.loads((folder / "config.json").read_text())
 
 
-__all__ = ["save_run", "load_run"]
+__all__ = ["atomic_write", "save_run", "load_run"]

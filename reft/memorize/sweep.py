@@ -21,8 +21,6 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -30,7 +28,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from workbench.hooked import HookedModel
-from workbench.runs import save_run
+from workbench.runs import atomic_write, save_run
 
 from .experiment import MemorizeConfig, memorize
 from .figure import capacity_figure
@@ -71,19 +69,7 @@ def _group(config: MemorizeConfig) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to the writer
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 class ResultsLog:
