@@ -16,6 +16,7 @@ from torch.nn.functional import cross_entropy
 
 from workbench.adapters import first_tensor
 from workbench.hooks import StopForward
+from workbench.padding import last_real_index, leading_pads
 
 from .model import ReftModel, ReftOutput
 
@@ -84,9 +85,9 @@ class ReftForClassification(nn.Module):
         hidden = self.final_hidden(input_ids, attention_mask)  # (B, T, d)
         rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
         if self.pooling == "first":
-            index = (attention_mask.cumsum(1) == 0).sum(1)  # (B,) first real token
+            index = leading_pads(attention_mask)  # (B,) first real token
         else:
-            index = (attention_mask.cumsum(1) == 0).sum(1) + attention_mask.sum(1) - 1  # (B,) last real token
+            index = last_real_index(attention_mask)  # (B,) last real token
         pooled = hidden[rows, index]  # (B, d)
         logits = self.head(self.dropout(pooled))  # (B, C)
         loss = None if labels is None else cross_entropy(logits.float(), labels.to(logits.device))

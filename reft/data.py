@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from workbench.padding import left_pad, pad_id_of  # noqa: F401  (re-exported for reft.train, reft.generate)
+
 IGNORE = -100
 
 
@@ -103,18 +105,6 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad prompts for batched generation: ``input_ids``/``attention_mask`` (B, T)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s):] = torch.tensor(list(s))
-            mask[i, width - len(s):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 class Collator:
     """A picklable ``collate`` with a fixed pad id (for DataLoader workers and HF Trainer)."""
 
@@ -123,10 +113,3 @@ class Collator:
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         return collate(rows, self.pad_id)
-
-
-def pad_id_of(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-    return int(pad)

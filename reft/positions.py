@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.padding import leading_pads
 from workbench.positions import PositionSelector, Positions
 
 
@@ -41,7 +42,7 @@ class PromptFirstLast(PositionSelector):
         plen = lengths if self.prompt_lengths is None else self.prompt_lengths.to(device)  # (B,)
         if plen.shape != (batch,):
             raise ValueError(f"prompt_lengths has shape {tuple(plen.shape)}, expected ({batch},): one per example")
-        starts = (attention_mask.cumsum(1) == 0).sum(1)  # (B,) leading pads (left padding)
+        starts = leading_pads(attention_mask)  # (B,) leading pads (left padding)
         first = torch.arange(self.first, device=device).expand(batch, -1)  # (B, f)
         last = plen[:, None] - self.last + torch.arange(self.last, device=device)  # (B, l)
         rel = torch.cat([first, last], dim=1)  # (B, f + l)

@@ -12,14 +12,15 @@ from typing import Callable, Mapping
 
 import torch
 
+from .padding import last_real_index
+
 Metric = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 def last_token_logits(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Logits (B, V) at each example's last real token, under left or right padding."""
     mask = batch["attention_mask"]  # (B, T)
-    starts = (mask.cumsum(1) == 0).sum(1)  # (B,) leading pads
-    last = starts + mask.sum(1).long() - 1  # (B,)
+    last = last_real_index(mask)  # (B,)
     return logits[torch.arange(logits.shape[0], device=logits.device), last]  # (B, V)
 
 

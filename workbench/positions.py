@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from .padding import leading_pads
+
 
 @dataclass(frozen=True)
 class Positions:
@@ -36,7 +38,7 @@ class Positions:
 def _starts_and_lengths(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of each example's first real token and its number of real tokens, both (B,)."""
     lengths = attention_mask.sum(1)  # (B,)
-    starts = (attention_mask.cumsum(1) == 0).sum(1)  # (B,) leading pads; 0 when right-padded
+    starts = leading_pads(attention_mask)  # (B,) leading pads; 0 when right-padded
     return starts, lengths
 
 

@@ -17,6 +17,8 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..padding import left_pad as pad_left, pad_id_of  # noqa: F401  (pad_left: this module's old name)
+
 
 @dataclass
 class CounterfactualData:
@@ -100,29 +102,9 @@ class CounterfactualData:
                    meta if meta is not None else pd.DataFrame())
 
 
-def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad token id lists into ``input_ids``/``attention_mask`` (B, T).
-
-    >>> pad_left([[5, 6], [7]], pad_id=0)["input_ids"].tolist()
-    [[5, 6], [0, 7]]
-    """
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row):] = torch.as_tensor(row)
-            mask[i, width - len(row):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def pad_token_id(hm) -> int:
-    """The tokenizer's pad id (else its eos id, else 0)."""
-    tok = hm.tokenizer
-    if tok is None:
-        return 0
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return 0 if pad is None else int(pad)
+    """The model's pad id (its tokenizer's pad, else eos, else 0); see `workbench.padding.pad_id_of`."""
+    return pad_id_of(hm, default=0)
 
 
 def last_logits_kwargs(hm) -> dict:
