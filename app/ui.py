@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+import torch
 from safetensors import SafetensorError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,23 +30,47 @@ USER_ERRORS = (ValueError, IndexError, KeyError, FileNotFoundError, OSError, Saf
 MAX_DEPTH = 4  # saved runs are looked for this many folders deep
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def available_devices() -> list[str]:
+    """Devices this machine offers, CPU first (``WORKBENCH_APP_DEVICE`` picks the default)."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
 @st.cache_resource(show_spinner="Loading the model (once per process)…")
-def cached_model(name: str):
-    """Load a model once per process; trust_remote_code is never enabled from the UI."""
-    return load_model(name, trust_remote_code=False)
+def cached_model(name: str, device: str = "cpu", dtype: str = "float32"):
+    """Load a model once per process and device; trust_remote_code is never enabled from the UI."""
+    return load_model(name, dtype=DTYPES[dtype], device=device, trust_remote_code=False)
+
+
+def chosen_device() -> tuple[str, str]:
+    """(device, dtype) chosen in the sidebar this session (cpu/float32 before the sidebar ran)."""
+    return st.session_state.get("device", "cpu"), st.session_state.get("dtype", "float32")
 
 
 def model_sidebar():
-    """The model chooser in the sidebar; returns (name, HookedModel) or (name, None) on error."""
+    """The model, device and precision choosers in the sidebar; returns (name, HookedModel) or
+    (name, None) on error. Every computation of a page runs on the chosen device."""
     default = os.environ.get("WORKBENCH_APP_MODEL", DEFAULT_MODEL)
     name = st.sidebar.text_input("Model", value=default,
                                  help=f"'{DEFAULT_MODEL}' or a local Hugging Face folder").strip()
+    devices = available_devices()
+    wanted = os.environ.get("WORKBENCH_APP_DEVICE", devices[-1] if len(devices) > 1 else "cpu")
+    device = st.sidebar.selectbox("Device", devices, index=devices.index(wanted) if wanted in devices else 0,
+                                  key="device")
+    dtype = st.sidebar.selectbox("Precision", list(DTYPES), key="dtype",
+                                 help="bfloat16/float16 halve the memory; float32 gives exact results")
     try:
-        hm = cached_model(name)
+        hm = cached_model(name, device, dtype)
     except USER_ERRORS as error:
         st.sidebar.error(f"Could not load {name!r}: {error}")
         return name, None
-    st.sidebar.caption(f"{hm.n_layers} layers, d={hm.layout.d_model}, {hm.layout.n_heads} heads")
+    st.sidebar.caption(f"{hm.n_layers} layers, d={hm.layout.d_model}, {hm.layout.n_heads} heads, "
+                       f"{hm.device}, {str(hm.dtype).removeprefix('torch.')}")
     return name, hm
 
 

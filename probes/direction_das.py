@@ -21,7 +21,7 @@ from workbench.das import CounterfactualData, LowRankRotatedSpaceIntervention, T
 from workbench.hooked import HookedModel
 from workbench.sites import Site
 
-from .data import check_single_tokens
+from workbench.data.reviews import check_single_tokens
 
 
 def counterfactual_pairs(hm: HookedModel, pairs: pd.DataFrame, positions: Sequence[int]) -> CounterfactualData:
@@ -29,7 +29,7 @@ def counterfactual_pairs(hm: HookedModel, pairs: pd.DataFrame, positions: Sequen
     label = the clean prompt's answer, intervened at the same token ``positions`` in both."""
     missing = {"clean", "flipped", "answer"} - set(pairs.columns)
     if missing:
-        raise ValueError(f"pairs lack columns {sorted(missing)}; build them with probes.data.contrast_pairs")
+        raise ValueError(f"pairs lack columns {sorted(missing)}; build them with workbench.data.reviews.contrast_pairs")
     labels = check_single_tokens(hm.tokenizer, pairs["answer"])
     spots = [list(positions)] * len(pairs)
     return CounterfactualData.from_texts(hm.tokenizer, list(pairs["flipped"]), list(pairs["clean"]), labels,
@@ -52,7 +52,7 @@ def das_direction(hm: HookedModel, site: Site | str, pairs: pd.DataFrame, positi
     train = counterfactual_pairs(hm, pairs, positions)
     val = counterfactual_pairs(hm, val_pairs, positions) if val_pairs is not None else None
     torch.manual_seed(config.seed)
-    das = LowRankRotatedSpaceIntervention(hm.site_size(site), 1)
+    das = LowRankRotatedSpaceIntervention(hm.site_size(site), 1, dtype=hm.dtype, device=hm.device_of(site))
     result = train_alignment(hm, site, das, train, None, config)
     u = das.basis()[0].float().clone()  # (d,)
     if orient_with is not None and float(u @ orient_with.float()) < 0:

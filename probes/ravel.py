@@ -86,7 +86,8 @@ def fit_method(method: str, hm: HookedModel, setup: RavelSetup, config: RavelCon
             fits[a] = SubspaceInterchange(fit)
         return fits
     torch.manual_seed(config.seed)
-    models = {a: LowRankRotatedSpaceIntervention(d, k) for a in config.attributes}
+    models = {a: LowRankRotatedSpaceIntervention(d, k, dtype=hm.dtype, device=hm.device_of(site))
+              for a in config.attributes}
     if method == "das":
         for a in config.attributes:
             train_alignment(hm, site, models[a], train[a]["cause"], val[a]["cause"], config.train)

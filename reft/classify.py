@@ -16,6 +16,7 @@ from torch.nn.functional import cross_entropy
 
 from workbench.adapters import first_tensor
 from workbench.hooks import StopForward
+from workbench.orthogonal import master_dtype
 from workbench.padding import last_real_index, leading_pads
 
 from .model import ReftModel, ReftOutput
@@ -34,10 +35,12 @@ class ReftForClassification(nn.Module):
         pooling = pooling or ("first" if is_encoder else "last")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}: expected one of {POOLINGS}")
-        param = next(reft.hm.model.parameters())
         self.reft, self.num_classes, self.pooling = reft, num_classes, pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(reft.hm.layout.d_model, num_classes, dtype=param.dtype, device=param.device)
+        # On the last layer's device; fp32 master values for half-precision models (like the
+        # interventions'), applied to the pooled state cast to the head's dtype.
+        last = reft.hm.device_of(f"L{reft.hm.n_layers - 1}.resid_post")
+        self.head = nn.Linear(reft.hm.layout.d_model, num_classes, dtype=master_dtype(reft.hm.dtype), device=last)
 
     @property
     def hm(self):
@@ -89,7 +92,7 @@ class ReftForClassification(nn.Module):
         else:
             index = last_real_index(attention_mask)  # (B,) last real token
         pooled = hidden[rows, index]  # (B, d)
-        logits = self.head(self.dropout(pooled))  # (B, C)
+        logits = self.head(self.dropout(pooled).to(self.head.weight.dtype))  # (B, C)
         loss = None if labels is None else cross_entropy(logits.float(), labels.to(logits.device))
         return ReftOutput(loss=loss, logits=logits)
 

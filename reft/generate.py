@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch.nn.utils import parametrize
+
+from workbench import orthogonal
 
 from .data import encode_prompt, format_prompt, has_chat_template, left_pad, pad_id_of
 
@@ -39,7 +40,7 @@ def generate_ids(reft, batch: dict[str, torch.Tensor], max_new_tokens: int = 32,
     was_training = reft.training
     reft.eval()  # no dropout while generating
     try:
-        with parametrize.cached():
+        with orthogonal.cached():
             out = reft.hm.generate(batch, plan, mode="prompt", max_new_tokens=max_new_tokens,
                                    do_sample=do_sample, eos_token_id=eos)
     finally:

@@ -18,7 +18,7 @@ from transformers import Trainer
 
 from .data import Collator, pad_id_of
 from .saving import load_weights_into, save_reft
-from .train import no_decay
+from .train import no_decay_names
 
 
 class ReftTrainer(Trainer):
@@ -34,8 +34,9 @@ class ReftTrainer(Trainer):
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
 
     def get_decay_parameter_names(self, model) -> list[str]:
-        """HF's choice minus R's parametrization (weight decay would zero R; see reft.train.no_decay)."""
-        return [n for n in super().get_decay_parameter_names(model) if not no_decay(n)]
+        """HF's choice minus R's parametrization (weight decay would zero R; see reft.train.no_decay_names)."""
+        skip = no_decay_names(model)
+        return [n for n in super().get_decay_parameter_names(model) if n not in skip]
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

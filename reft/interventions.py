@@ -2,9 +2,10 @@
 
 Each class is an ``nn.Module`` with ``forward(base, source=None)`` on gathered ``(B, k, d)``
 slices (batch, positions, hidden size); the hooked model gathers, calls and scatters. They hold
-only their own parameters, created in the dtype and on the device you pass (the model's: there
-is no hidden bfloat16 default). One exception: LoReFT's and ConsReFT's R is stored in float32 for
-bf16/fp16 models, because Householder QR has no half-precision kernels; it is cast when applied.
+only their own parameters, created on the device you pass and for the model dtype you pass (there
+is no hidden bfloat16 default). For bf16/fp16 models the parameters are stored in float32 (master
+values: Householder QR has no half-precision kernels, AdamW state and the fp16 grad scaler need
+fp32) and cast to the activations' dtype when applied, so the edit computes in the model's dtype.
 
 Dropout and the activation act on the rank-r edit coefficients, never on the hidden state itself:
 dropping channels of the residual stream would perturb the frozen model, not the edit.
@@ -24,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workbench.interventions import Intervention
-from workbench.orthogonal import OrthonormalRows
+from workbench.orthogonal import OrthonormalRows, master_dtype
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "linear": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
@@ -35,12 +36,6 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
-
-
-def _rotation_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
-    """R's storage dtype: the model's, except half precision, which Householder QR does not support
-    (``orgqr`` has no bf16/fp16 kernels); then R is kept in float32 and cast when applied."""
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def _check(hidden_size: int, rank: int, dropout: float) -> None:
@@ -83,23 +78,25 @@ class LoReFT(ReftIntervention):
         super().__init__()
         _check(hidden_size, rank, dropout)
         self.hidden_size, self.rank, self.activation_name = hidden_size, rank, activation
-        self.rotate = OrthonormalRows(hidden_size, rank, dtype=_rotation_dtype(dtype), device=device)  # R (r, d)
-        self.learned_source = nn.Linear(hidden_size, rank, dtype=dtype, device=device)  # W (r, d), b (r,)
+        self.rotation = OrthonormalRows(hidden_size, rank, dtype=dtype, device=device)  # R (r, d)
+        self.learned_source = nn.Linear(hidden_size, rank, dtype=master_dtype(dtype), device=device)  # W, b
         self.act = _activation(activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, base: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        R = self.rotate.weight.to(base.dtype)  # (r, d)
-        if self.activation_name == "linear":
-            coef = F.linear(base, self.learned_source.weight - R, self.learned_source.bias)  # (B, k, r)
+        R = self.rotation.weight  # (r, d), master dtype
+        W, b = self.learned_source.weight, self.learned_source.bias  # (r, d), (r,)
+        if self.activation_name == "linear":  # W − R in the master dtype: exactly 0 when W = R
+            coef = F.linear(base, (W - R).to(base.dtype), b.to(base.dtype))  # (B, k, r)
         else:
-            coef = self.act(self.learned_source(base)) - base @ R.T  # (B, k, r)
-        return base + self.dropout(coef) @ R  # (B, k, d)
+            R_ = R.to(base.dtype)
+            coef = self.act(F.linear(base, W.to(base.dtype), b.to(base.dtype))) - base @ R_.T  # (B, k, r)
+        return base + self.dropout(coef) @ R.to(base.dtype)  # (B, k, d)
 
     @torch.no_grad()
     def set_identity(self) -> "LoReFT":
         """Set W = R and b = 0: the edit vanishes (exactly, with the linear activation)."""
-        self.learned_source.weight.copy_(self.rotate.weight.to(self.learned_source.weight.dtype))
+        self.learned_source.weight.copy_(self.rotation.weight.to(self.learned_source.weight.dtype))
         self.learned_source.bias.zero_()
         return self
 
@@ -118,14 +115,16 @@ class DiReFT(ReftIntervention):
         super().__init__()
         _check(hidden_size, rank, dropout)
         self.hidden_size, self.rank, self.activation_name = hidden_size, rank, activation
+        dtype = master_dtype(dtype)
         self.learned_source = nn.Linear(hidden_size, rank, dtype=dtype, device=device)  # W1 (r, d), b (r,)
         self.proj = nn.Linear(rank, hidden_size, bias=False, dtype=dtype, device=device)  # W2ᵀ (d, r)
         self.act = _activation(activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, base: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        coef = self.dropout(self.act(self.learned_source(base)))  # (B, k, r)
-        return base + self.proj(coef)  # (B, k, d)
+        W1, b = self.learned_source.weight.to(base.dtype), self.learned_source.bias.to(base.dtype)
+        coef = self.dropout(self.act(F.linear(base, W1, b)))  # (B, k, r)
+        return base + F.linear(coef, self.proj.weight.to(base.dtype))  # (B, k, d)
 
 
 class ConsReFT(ReftIntervention):
@@ -147,13 +146,13 @@ class ConsReFT(ReftIntervention):
             raise ValueError(f"ConsReFT has no input-dependent term to activate; got activation={activation!r}, "
                              f"use 'linear'")
         self.hidden_size, self.rank, self.activation_name = hidden_size, rank, activation
-        self.rotate = OrthonormalRows(hidden_size, rank, dtype=_rotation_dtype(dtype), device=device)  # R (r, d)
-        self.learned_source = nn.Parameter(torch.zeros(rank, dtype=dtype, device=device))  # b (r,)
+        self.rotation = OrthonormalRows(hidden_size, rank, dtype=dtype, device=device)  # R (r, d)
+        self.learned_source = nn.Parameter(torch.zeros(rank, dtype=master_dtype(dtype), device=device))  # b (r,)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, base: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        R = self.rotate.weight.to(base.dtype)  # (r, d)
-        coef = self.learned_source - base @ R.T  # (B, k, r)
+        R = self.rotation.weight.to(base.dtype)  # (r, d)
+        coef = self.learned_source.to(base.dtype) - base @ R.T  # (B, k, r)
         return base + self.dropout(coef) @ R  # (B, k, d)
 
 

@@ -21,10 +21,11 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
-from torch.nn.utils import parametrize
 from transformers.utils import ModelOutput
 
+from workbench import orthogonal
 from workbench.hooked import HookedModel
+from workbench.orthogonal import master_dtype
 from workbench.plan import PlanItem
 
 from .config import ReftConfig
@@ -86,13 +87,15 @@ class ReftModel(nn.Module):
         >>> with reft.intervening():                                          # doctest: +SKIP
         ...     logits = reft.hm.forward("I loved it").logits
         """
-        with parametrize.cached(), self.hm.intervene(self.plan(prompt_lengths), mode=mode):
+        with orthogonal.cached(), self.hm.intervene(self.plan(prompt_lengths), mode=mode):
             yield
 
     def to(self, *args, **kwargs) -> "ReftModel":
-        """Move the interventions and the base model together."""
+        """Move the base model and the interventions together. A half-precision dtype applies to
+        the base model; the interventions keep fp32 master values (see ``reft.interventions``)."""
         self.hm.model.to(*args, **kwargs)
-        return super().to(*args, **kwargs)
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        return super().to(device=device, dtype=master_dtype(dtype))
 
     # ---- counting -----------------------------------------------------------------------
     def num_trainable_parameters(self) -> int:
@@ -157,8 +160,8 @@ def _as_hooked(model, tokenizer) -> HookedModel:
 
 
 def build_interventions(hm: HookedModel, config: ReftConfig) -> nn.ModuleDict:
-    """One intervention per site (a PerPositionGroups of them when untied), in the model's dtype/device."""
-    param = next(hm.model.parameters())
+    """One intervention per site (a PerPositionGroups of them when untied), for the model's dtype, on
+    the site's device (each layer's own device when the model is dispatched over several)."""
     built = {}
     for site in config.sites():
         size = hm.site_size(site)  # raises with the valid layer range
@@ -166,7 +169,7 @@ def build_interventions(hm: HookedModel, config: ReftConfig) -> nn.ModuleDict:
             raise ValueError(f"rank {config.rank} out of range at {site}: the site's hidden size is {size}; "
                              f"choose a rank between 1 and {size}")
         groups = [build_intervention(config.kind, size, config.rank, dropout=config.dropout,
-                                     activation=config.activation, dtype=param.dtype, device=param.device)
+                                     activation=config.activation, dtype=hm.dtype, device=hm.device_of(site))
                   for _ in config.position_groups()]
         built[_site_key(site)] = groups[0] if len(groups) == 1 else PerPositionGroups(groups, config.position_groups())
     return nn.ModuleDict(built)

@@ -2,9 +2,11 @@
 
 A saved folder holds ``reft_config.json`` (format version, ReftConfig, each intervention's kind,
 site, positions, rank and dtype, the task, the base model's name and a fingerprint of its weights)
-and ``interventions.safetensors`` (the trainable tensors; for LoReFT/ConsReFT the parametrization's
-underlying tensor, so a reload gives bit-identical R). Loading checks the fingerprint and puts the
-weights on the base model's device, in the base model's dtype.
+and ``interventions.safetensors`` (the trained values only: for LoReFT/ConsReFT R's Householder
+reflectors, 2·r·d + r values, never a d x d basis; a reload gives bit-identical R). Loading checks
+the fingerprint and puts each tensor on its intervention's device (the site's layer), in the dtype
+the model's interventions use. Format 1 checkpoints (torch's parametrization with its d x d
+``base``) load too: R is converted to the reflector form on loading (equal to fp32 rounding).
 
 >>> reft.save("runs/persona")                                 # doctest: +SKIP
 >>> again = load_reft("runs/persona", load_model())           # doctest: +SKIP
@@ -22,12 +24,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workbench.hooked import HookedModel
+from workbench.orthogonal import has_legacy_rows, migrate_legacy_rows
 from workbench.runs import atomic_write
 
 from .config import ReftConfig
 from .model import ReftModel, _as_hooked, build_interventions
 
-FORMAT = "workbench-reft/1"
+FORMAT = "workbench-reft/2"
+LEGACY_FORMATS = ("workbench-reft/1",)  # R as torch's orthogonal parametrization (with a d x d base)
 CONFIG_FILE, WEIGHTS_FILE = "reft_config.json", "interventions.safetensors"
 
 
@@ -93,20 +97,23 @@ def read_config(folder: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}: not a saved ReFT model (save with reft.save)")
     meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, this version reads {FORMAT!r}")
+    if meta.get("format") not in (FORMAT, *LEGACY_FORMATS):
+        raise ValueError(f"{path}: format {meta.get('format')!r}; this version reads {FORMAT!r} and the "
+                         f"older {', '.join(map(repr, LEGACY_FORMATS))}; re-save it with a matching version")
     return meta
 
 
 def load_weights_into(model: nn.Module, folder: str | os.PathLike) -> None:
-    """Load saved tensors into an already built model, on its device and in its dtype."""
-    device = next(_reft_of(model).hm.model.parameters()).device
-    state = load_file(str(Path(folder) / WEIGHTS_FILE), device=str(device))
+    """Load saved tensors into an already built model: each onto its own tensor's device and dtype
+    (read on the CPU first, so a model dispatched over several devices loads too)."""
+    state = load_file(str(Path(folder) / WEIGHTS_FILE))
+    if has_legacy_rows(state):  # format 1: torch's parametrization of R, attribute `rotate`
+        state = migrate_legacy_rows(state, {".rotate.": ".rotation."})
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()})
 
 
 def load_reft(folder: str | os.PathLike, model, tokenizer=None, check_base: bool = True) -> nn.Module:

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workbench.orthogonal import orthonormal_parameter_names
 from workbench.runs import atomic_write
 
 from .data import Collator, pad_id_of
@@ -39,7 +40,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 8
     lr: float = 4e-3                  # ReFT tolerates (and needs) larger rates than full finetuning
-    weight_decay: float = 0.0         # never applied to R or biases (see no_decay)
+    weight_decay: float = 0.0         # never applied to R or biases (see no_decay_names)
     warmup_ratio: float = 0.1         # share of optimizer steps with a linearly rising rate
     grad_accum: int = 1               # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0
@@ -79,32 +80,47 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def autocast_for(device: torch.device, mode: str):
-    """The autocast context for ``mode`` on ``device`` (a no-op for fp32)."""
+def model_device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where a ReFT model's inputs go and its base model's dtype (a classifier wraps ``.reft``)."""
+    hm = getattr(model, "hm", None) or getattr(getattr(model, "reft", None), "hm", None)
+    if hm is not None:
+        return hm.device, hm.dtype
+    param = next(model.parameters())
+    return param.device, param.dtype
+
+
+def autocast_for(device: torch.device, mode: str, model_dtype: torch.dtype = torch.float32):
+    """The autocast context for ``mode`` on ``device`` (a no-op for fp32) and the grad scaler: for
+    fp16 autocast and for fp16 models, whose small gradients would underflow unscaled (the fp32
+    master values of the interventions are what the scaler unscales)."""
     if mode == "auto":
         mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-    if mode == "no":
-        return nullcontext(), None
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" or model_dtype == torch.float16 else None
+    if mode == "no":
+        return nullcontext(), scaler
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
-def no_decay(name: str) -> bool:
-    """Parameters AdamW must not decay: R's parametrization and biases.
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters AdamW must not decay: every orthonormal parametrization (found by module type,
+    whatever its attribute is called; decaying Householder reflectors would move R off what the
+    gradient wants and, with torch's parametrization, zeroed R outright) and every bias.
 
-    torch's Householder map multiplies R by ``diag(X).int()`` of the stored tensor X, whose
-    diagonal sits at exactly ±1 and gets no gradient; weight decay shrinks 1.0 to 0.99996, ``int()``
-    makes that 0, and R collapses to zeros after one step.
+    >>> from reft.interventions import build_intervention
+    >>> sorted(no_decay_names(build_intervention("loreft", 8, 2)))
+    ['learned_source.bias', 'rotation.reflectors']
     """
-    return ".rotate." in f".{name}" or name.endswith("bias")
+    names = orthonormal_parameter_names(model)
+    return names | {n for n, _ in model.named_parameters() if n.endswith("bias")}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: ``weight_decay`` on weights, none on R's parametrization and biases."""
+    skip = no_decay_names(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}]
+    return [{"params": [p for n, p in named if n not in skip], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
 
 
 # ---- optimizer state as safetensors + JSON -------------------------------------------------
@@ -122,8 +138,9 @@ def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
-    tensors = load_file(str(path.with_suffix(".safetensors")), device=str(device))
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Read optimizer state on the CPU; ``load_state_dict`` moves each entry to its parameter's device."""
+    tensors = load_file(str(path.with_suffix(".safetensors")))
     meta = json.loads(path.with_suffix(".json").read_text())
     state: dict[int, dict] = {}
     for name, value in list(tensors.items()) + list(meta["scalars"].items()):
@@ -146,7 +163,7 @@ def evaluate_loss(model: nn.Module, rows: Sequence[dict], collate_fn: Callable, 
     was = model.training
     model.eval()
     total, count = 0.0, 0
-    device = next(model.parameters()).device
+    device, _ = model_device_and_dtype(model)
     for i in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate_fn(rows[i:i + batch_size]).items()}
         total += float(model(**batch).loss) * len(rows[i:i + batch_size])
@@ -173,19 +190,19 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    device = params[0].device
+    device, model_dtype = model_device_and_dtype(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / config.grad_accum)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
     warmup = int(config.warmup_ratio * total)
-    autocast, scaler = autocast_for(device, config.mixed_precision)
+    autocast, scaler = autocast_for(device, config.mixed_precision, model_dtype)
     out = Path(config.output_dir) if config.output_dir else None
     ckpt = out / "checkpoint" if out else None
     result, start_step = TrainResult(steps=0), 0
     if ckpt is not None and resume and (ckpt / "trainer_state.json").exists():
         state = json.loads((ckpt / "trainer_state.json").read_text())
         load_weights_into(model, ckpt)
-        load_optimizer(optimizer, ckpt / "optimizer", device)
+        load_optimizer(optimizer, ckpt / "optimizer")
         start_step, result.history = state["step"], state["history"]
     torch.manual_seed(config.seed + start_step)  # dropout stream; resumed runs continue from here
 

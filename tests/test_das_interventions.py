@@ -51,7 +51,7 @@ def test_low_rank_swaps_exactly_the_subspace():
     das = LowRankRotatedSpaceIntervention(16, 3)
     base, source = torch.randn(4, 2, 16), torch.randn(4, 2, 16)
     out = das(base, source)
-    R = das.rows.weight.detach()  # (3, 16)
+    R = das.rotation.weight.detach()  # (3, 16)
     assert torch.allclose(out @ R.T, source @ R.T, atol=1e-5)  # inside: the source's coordinates
     P = torch.eye(16) - R.T @ R  # projector onto the complement
     assert torch.allclose(out @ P, base @ P, atol=1e-5)  # outside: the base's
@@ -60,7 +60,7 @@ def test_low_rank_swaps_exactly_the_subspace():
 def test_full_rotation_first_k_rows_match_low_rank():
     torch.manual_seed(1)
     full = RotatedSpaceIntervention(12, 4)
-    low = LowRankRotatedSpaceIntervention(12, 4).set_rows(full.basis())
+    low = LowRankRotatedSpaceIntervention(12, 4).set_rotation(full.basis())
     base, source = torch.randn(3, 1, 12), torch.randn(3, 1, 12)
     assert torch.allclose(full(base, source), low(base, source), atol=1e-5)
 
@@ -69,7 +69,7 @@ def test_boundless_eval_mask_is_hard_and_matches_low_rank():
     torch.manual_seed(2)
     das = BoundlessRotatedSpaceIntervention(10, max_rank=6, init_size=3).eval()
     assert das.size() == 3 and das.mask().tolist() == [1, 1, 1, 0, 0, 0]
-    low = LowRankRotatedSpaceIntervention(10, 3).set_rows(das.basis())
+    low = LowRankRotatedSpaceIntervention(10, 3).set_rotation(das.basis())
     base, source = torch.randn(2, 1, 10), torch.randn(2, 1, 10)
     assert torch.allclose(das(base, source), low(base, source), atol=1e-5)
     das.train()

@@ -76,7 +76,7 @@ def test_das_recovers_planted_subspace_and_random_one_does_not():
     result = train_alignment(hm, SITE, das, train, val, TrainConfig(epochs=8, batch_size=32, lr=2e-2, progress=False))
     learned = evaluate(hm, SITE, das, test)
     assert learned.iia >= 0.95, result.val_iia
-    assert das.rows.max_orthonormality_error() < 1e-5
+    assert das.rotation.max_orthonormality_error() < 1e-5
     # the learned rows span the planted subspace: projecting Q₁ onto them keeps (almost) all of it
     R = das.basis()  # (2, d)
     assert float((R @ inside).norm() ** 2) / 2 > 0.9
@@ -138,7 +138,7 @@ def test_boundless_anneals_and_finds_the_subspace():
     train_alignment(hm, SITE, das, planted_pairs(256, 1), planted_pairs(64, 2), config)
     assert float(das.temperature) < 1.0
     assert evaluate(hm, SITE, das, planted_pairs(128, 3)).iia >= 0.9
-    assert das.rows.max_orthonormality_error() < 1e-5
+    assert das.rotation.max_orthonormality_error() < 1e-5
 
 
 def test_multitask_trains_each_task_jointly():

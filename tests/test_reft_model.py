@@ -31,14 +31,14 @@ def test_loreft_formula_and_identity():
     torch.manual_seed(0)
     edit = LoReFT(16, 4)
     base = torch.randn(3, 2, 16)  # (B, k, d)
-    R, W, b = edit.rotate.weight, edit.learned_source.weight, edit.learned_source.bias
+    R, W, b = edit.rotation.weight, edit.learned_source.weight, edit.learned_source.bias
     expected = base + (base @ W.T + b - base @ R.T) @ R  # h + Rᵀ(W h + b − R h)
     assert torch.allclose(edit(base), expected, atol=1e-6)
     assert not torch.allclose(edit(base), base)  # a fresh LoReFT is not the identity
     edit.set_identity()
     assert torch.equal(edit(base), base)  # bit-exact
     relu = LoReFT(16, 4, activation="relu")
-    R, W, b = relu.rotate.weight, relu.learned_source.weight, relu.learned_source.bias
+    R, W, b = relu.rotation.weight, relu.learned_source.weight, relu.learned_source.bias
     assert torch.allclose(relu(base), base + (torch.relu(base @ W.T + b) - base @ R.T) @ R, atol=1e-6)
 
 
@@ -52,7 +52,7 @@ def test_direft_and_consreft_formulas():
     with torch.no_grad():
         cons.learned_source.copy_(torch.tensor([1.5, -2.0]))
     out = cons(base)
-    R = cons.rotate.weight
+    R = cons.rotation.weight
     assert torch.allclose(out, base + (cons.learned_source - base @ R.T) @ R, atol=1e-6)
     # input-independent: the subspace of R now holds b, whatever the input
     assert torch.allclose(out @ R.T, cons.learned_source.expand(2, 3, 2), atol=1e-5)
@@ -65,16 +65,20 @@ def test_dropout_acts_on_the_edit_only():
     assert torch.equal(edit(base), base)  # dropping parts of a zero edit changes nothing
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_parameters_follow_the_model_dtype(dtype):
+@pytest.mark.parametrize("dtype, master", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                           (torch.bfloat16, torch.float32), (torch.float16, torch.float32)])
+def test_parameters_follow_the_model_dtype(dtype, master):
+    """Full-precision models: the model's dtype. Half precision: fp32 master values (Householder
+    QR, AdamW state and the fp16 grad scaler need them), cast to the model's dtype when applied."""
     hm = tiny_model("llama")
     hm.model.to(dtype)
     reft = get_reft_model(hm, ReftConfig(layers=(1,), rank=2, positions="f1+l1"))
-    rotations = {n for n, _ in reft.named_parameters() if ".rotate." in n}
-    assert {p.dtype for n, p in reft.named_parameters() if n not in rotations} == {dtype}
-    assert {p.dtype for n, p in reft.named_parameters() if n in rotations} == {torch.float32}  # Householder QR
+    assert {p.dtype for p in reft.parameters()} == {master}
+    seen = []
+    hook = reft.hm.layout.blocks[1].register_forward_hook(lambda m, a, out: seen.append(out[0].dtype if isinstance(out, tuple) else out.dtype))
     out = reft(**batch_of(hm, ["the cat sat"]))
-    assert out.logits.dtype == dtype
+    hook.remove()
+    assert out.logits.dtype == dtype and seen == [dtype]  # the edited stream stays in the model's dtype
 
 
 # ---- the identity on whole models ---------------------------------------------------------

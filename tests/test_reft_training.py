@@ -55,8 +55,8 @@ def test_r_stays_orthonormal_after_training():
     edits = [m for m in reft.modules() if isinstance(m, LoReFT)]
     assert len(edits) == 2
     for edit in edits:
-        R = edit.rotate.weight
-        assert edit.rotate.max_orthonormality_error() < 1e-5
+        R = edit.rotation.weight
+        assert edit.rotation.max_orthonormality_error() < 1e-5
         assert not torch.allclose(R, edit.learned_source.weight)  # it trained: W is not R
 
 
@@ -129,7 +129,7 @@ def test_hf_trainer_trains_saves_and_resumes(tmp_path):
                              lr_scheduler_type="constant")
     trainer = ReftTrainer(model=reft, args=args, train_dataset=rows_for(hm))
     decayed = trainer.get_decay_parameter_names(reft)
-    assert decayed and not any(".rotate." in name for name in decayed)  # decay would zero R
+    assert decayed and not any(".rotation." in name for name in decayed)  # decay would zero R
     out = trainer.train()
     logs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert logs[-1] < 0.6 * logs[0] and out.global_step == 40

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .adapters import HookPoint, ModelLayout
+from .devices import place
 from .hooks import StopForward, add_hook, gather, hooks_installed, scatter_
 from .plan import PlanItem
 from .positions import AllTokens, Positions, parse_positions
@@ -33,6 +34,7 @@ class _Resolved:
     point: HookPoint
     source: torch.Tensor | None = None  # (B_src, k, d)
     positions: Positions | None = None  # for the current forward call; None = skip this call
+    device: torch.device | None = None  # where the site's hidden states live
 
 
 def _past_length(kwargs: dict) -> int:
@@ -49,6 +51,15 @@ def _past_length(kwargs: dict) -> int:
     return int(cache[0][0].shape[-2]) if len(cache) else 0  # legacy tuple of (key, value)
 
 
+def _module_device(module: nn.Module, default: torch.device) -> torch.device:
+    """The device of a module's first parameter (or buffer); ``default`` for a module with neither."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return default
+
+
 class HookedModel:
     """Wraps a Hugging Face model (any supported family) and its tokenizer."""
 
@@ -63,7 +74,39 @@ class HookedModel:
     # ---- basics -------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embeddings' device (the first of a dispatched model's)."""
+        embeddings = self.model.get_input_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        return weight.device if weight is not None else next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating dtype (its input embeddings')."""
+        weight = getattr(self.model.get_input_embeddings(), "weight", None)
+        return weight.dtype if weight is not None else next(self.model.parameters()).dtype
+
+    def device_of(self, site: Site | str) -> torch.device:
+        """The device of ``site``'s hidden states: its own layer's device when the model is
+        dispatched over several devices (``device_map``). A block's input (``resid_pre``) lives
+        where the previous block (or, for layer 0, the embeddings) left it.
+
+        >>> hm.device_of("L3.resid_post")                                 # doctest: +SKIP
+        device(type='cuda', index=1)
+        """
+        site = Site.parse(site)
+        point = self.layout.hook_point(site)
+        if site.component == "resid_pre":
+            return self.device if site.layer == 0 else _module_device(self.layout.blocks[site.layer - 1], self.device)
+        return _module_device(point.module, _module_device(self.layout.blocks[site.layer], self.device))
+
+    def place(self, intervention: nn.Module, site: Site | str) -> nn.Module:
+        """Move ``intervention`` (parameters and buffers, not their dtype) to ``site``'s device, once.
+
+        Installing a plan does this for every item; trainers call it before building optimizers.
+
+        >>> das = hm.place(LowRankRotatedSpaceIntervention(576, 8), "L8.resid_post")   # doctest: +SKIP
+        """
+        return place(intervention, self.device_of(site))
 
     @property
     def n_layers(self) -> int:
@@ -85,11 +128,25 @@ class HookedModel:
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts or any(not t for t in texts):
             raise ValueError(f"empty input among {texts!r}: give at least one non-empty text")
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = padding_side
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        tok = self.tokenizer
+        saved = tok.padding_side, tok.pad_token
+        try:  # the tokenizer is the user's: leave its padding settings as they were
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            tok.padding_side = padding_side
+            enc = tok(texts, return_tensors="pt", padding=True)
+        finally:
+            tok.padding_side = saved[0]
+            if saved[1] is None:
+                tok.pad_token = None
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def _pad_id(self) -> int | None:
+        """The id used for padding: the tokenizer's pad token, else its EOS (as ``tokenize`` pads)."""
+        tok = self.tokenizer
+        if tok is None:
+            return None
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def forward(self, inputs: Inputs, **kwargs):
         """The plain model call; with padding, position ids follow the attention mask so that a
@@ -137,6 +194,8 @@ class HookedModel:
 
     # ---- intervening --------------------------------------------------------------------
     def _resolve_plan(self, plan: Sequence[PlanItem]) -> list[_Resolved]:
+        """Bind items to hook points; move each intervention and its source values to the site's
+        device once, here (never per call)."""
         resolved = []
         for item in plan:
             point = self.layout.hook_point(item.site)
@@ -146,7 +205,10 @@ class HookedModel:
                     f"{type(item.intervention).__name__} at {item.site} has hidden size {size}, but "
                     f"the site has {point.size}; build the intervention with hidden size {point.size}"
                 )
-            resolved.append(_Resolved(item, point, item.source_values))
+            device = self.device_of(item.site)
+            place(item.intervention, device)
+            source = None if item.source_values is None else item.source_values.to(device)
+            resolved.append(_Resolved(item, point, source, device=device))
         return resolved
 
     @torch.no_grad()
@@ -221,9 +283,13 @@ class HookedModel:
                     )
 
         def applier(r: _Resolved):
-            def apply(hidden: torch.Tensor) -> None:
+            def apply(hidden: torch.Tensor) -> torch.Tensor | None:
                 if r.positions is None:
-                    return
+                    return None
+                if hidden.device != r.device:  # a dispatch the layout did not predict: move once
+                    r.device = hidden.device
+                    place(r.item.intervention, hidden.device)
+                    r.source = None if r.source is None else r.source.to(hidden.device)
                 base = gather(hidden, r.point, r.positions)  # (B, k, d)
                 source = None
                 if r.source is not None:
@@ -234,8 +300,17 @@ class HookedModel:
                             f"base positions; choose source_positions with the same count"
                         )
                 new = r.item.intervention(base, source)
-                if not r.item.intervention.is_identity:
+                if r.item.intervention.is_identity:
+                    return None
+                if r.point.kind == "input" and hidden.requires_grad and torch.is_grad_enabled():
+                    # A module's input may be saved for backward by the op that made it (SDPA and
+                    # flash attention keep their output, which o_proj's input views when T = 1):
+                    # write into a fresh tensor instead of editing the saved one in place.
+                    hidden = hidden.clone()
                     scatter_(hidden, r.point, r.positions, new)
+                    return hidden
+                scatter_(hidden, r.point, r.positions, new)
+                return None
             return apply
 
         installers = [lambda: self.model.register_forward_pre_hook(on_call, with_kwargs=True)]
@@ -261,7 +336,7 @@ class HookedModel:
         [' Paris.']
         """
         batch = self.tokenize(inputs, padding_side="left")
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else None
+        pad_id = self._pad_id()
         generate_kwargs.setdefault("do_sample", False)
         with self.intervene(plan, sources, mode=mode):
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,

@@ -28,7 +28,11 @@ def gather(hidden: torch.Tensor, point: HookPoint, positions: Positions) -> torc
 
 
 def scatter_(hidden: torch.Tensor, point: HookPoint, positions: Positions, new: torch.Tensor) -> None:
-    """Write ``new`` (B, k, d) into ``hidden`` (B, T, W) in place at the valid ``positions``."""
+    """Write ``new`` (B, k, d) into ``hidden`` (B, T, W) in place at the valid ``positions``.
+
+    Valid slots must name distinct tokens (selectors mask duplicates): on CUDA, duplicate indices
+    in one ``index_put_`` are written in an undefined order and their gradients add up.
+    """
     view = hidden if point.head_slice is None else hidden[..., point.head_slice]  # (B, T, d)
     rows = torch.arange(view.shape[0], device=view.device)[:, None].expand_as(positions.index)
     new = new.to(view.dtype)
@@ -45,18 +49,27 @@ def _hidden_of_input(args: tuple, kwargs: dict) -> torch.Tensor:
     return kwargs["hidden_states"]
 
 
-def add_hook(module: nn.Module, kind: str, fn: Callable[[torch.Tensor], None]):
+def add_hook(module: nn.Module, kind: str, fn: Callable[[torch.Tensor], torch.Tensor | None]):
     """Register ``fn(hidden)`` on a module's input or output; returns the removable handle.
 
-    ``fn`` edits ``hidden`` in place (or only reads it), so the module's data flow is unchanged.
+    ``fn`` edits ``hidden`` in place (or only reads it) and returns None, or returns a new tensor
+    that replaces it (used where the hooked tensor may be saved for backward).
     """
     if kind == "input":
         def pre_hook(_module, args, kwargs):
-            fn(_hidden_of_input(args, kwargs))
+            new = fn(_hidden_of_input(args, kwargs))
+            if new is None:
+                return None
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
         return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     def post_hook(_module, _args, output):
-        fn(output if isinstance(output, torch.Tensor) else output[0])
+        new = fn(output if isinstance(output, torch.Tensor) else output[0])
+        if new is None:
+            return None
+        return new if isinstance(output, torch.Tensor) else (new, *output[1:])
     return module.register_forward_hook(post_hook)
 
 

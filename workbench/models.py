@@ -70,18 +70,31 @@ def prepare_default_model(target: Path | None = None) -> Path:
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu", trust_remote_code: bool = False) -> HookedModel:
+               device: str | torch.device = "cpu", trust_remote_code: bool = False,
+               device_map: str | dict | None = None) -> HookedModel:
     """Load a causal LM (or masked LM) and its tokenizer as a HookedModel, in eval mode.
 
     ``name_or_path``: ``"smollm2-135m"`` (embedded default), a local folder, or a hub name (needs a
-    network). ``trust_remote_code`` stays off unless you pass True.
+    network). ``device``: ``cpu``, ``cuda``, ``cuda:1``, ``mps``, or ``auto`` (the same as
+    ``device_map="auto"``: Accelerate spreads the layers over the visible GPUs and the CPU).
+    ``device_map`` (an Accelerate map) dispatches the model; interventions then run on their own
+    layer's device. ``trust_remote_code`` stays off unless you pass True.
+
+    >>> hm = load_model("smollm2-135m", dtype=torch.bfloat16, device="cuda")   # doctest: +SKIP
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    from .devices import parse_device
+
+    if str(device) == "auto" and device_map is None:
+        device_map = "auto"
+    target = None if device_map is not None else parse_device(device)
     path = prepare_default_model() if name_or_path == DEFAULT_MODEL else name_or_path
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForMaskedLM if config.model_type in ("bert", "roberta") else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code).to(device)
+    model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)
+    if target is not None:
+        model = model.to(target)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     return HookedModel(model, tokenizer, name=str(name_or_path))

@@ -94,7 +94,14 @@ class Indices(PositionSelector):
 
 @dataclass(frozen=True)
 class FirstLast(PositionSelector):
-    """The first ``first`` and the last ``last`` real tokens (pyreft's ``f1+l1`` specs)."""
+    """The first ``first`` and the last ``last`` real tokens (pyreft's ``f1+l1`` specs).
+
+    When an example is shorter than ``first + last``, a token that is both among the first and
+    the last ones keeps only its last slot (the first slot is masked).
+
+    >>> FirstLast(2, 2).resolve(torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)).mask
+    tensor([[ True, False,  True,  True]])
+    """
 
     first: int = 0
     last: int = 0
@@ -109,6 +116,9 @@ class FirstLast(PositionSelector):
         rel = torch.cat([first, last], dim=1)  # (B, f + l)
         mask = torch.ones_like(rel, dtype=torch.bool)
         _check_in_range(rel, mask, lengths, str(self))
+        # A token among both the first and the last ones is written once, by its last slot: a
+        # duplicate index would be written in undefined order on CUDA and get doubled gradients.
+        mask[:, :self.first] = first < (lengths - self.last)[:, None]
         return Positions(starts[:, None] + rel, mask)
 
     def __str__(self) -> str:

@@ -39,15 +39,20 @@ def save_steering(folder: str | Path, site: Site | str, vector: torch.Tensor, sc
     return folder
 
 
-def load_steering(folder: str | Path) -> tuple[list[PlanItem], dict]:
-    """(a one-item plan with the AddVector, the JSON description) from a saved folder."""
+def load_steering(folder: str | Path, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[list[PlanItem], dict]:
+    """(a one-item plan with the AddVector, the JSON description) from a saved folder.
+
+    The vector goes to ``device`` in ``dtype`` when given (e.g. ``hm.device_of(meta["site"])``,
+    ``hm.dtype``); installing the plan moves it to the site's device anyway.
+    """
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} + {WEIGHTS_FILE} in {folder}: not a saved steering vector")
     meta = json.loads((folder / CONFIG_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder / CONFIG_FILE}: format {meta.get('format')!r}, this version reads {FORMAT!r}")
-    vector = load_file(str(folder / WEIGHTS_FILE))["vector"]  # (d,)
+    vector = load_file(str(folder / WEIGHTS_FILE))["vector"].to(device=device, dtype=dtype)  # (d,)
     return [PlanItem(meta["site"], meta.get("positions", "all"), AddVector(vector, meta.get("scale", 1.0)))], meta
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import cached_model, model_sidebar, user_errors
+from ui import cached_model, chosen_device, model_sidebar, user_errors
 
 from workbench import COMPONENTS, Site
 from workbench.figures import sweep_heatmap
@@ -12,7 +12,7 @@ from workbench.sweeps import patch_sweep
 
 @st.cache_data(show_spinner="Running the sweep…", max_entries=32)
 def sweep(model_name: str, base: str, source: str, target: str, foil: str, component: str):
-    return patch_sweep(cached_model(model_name), base, source, target=target, foil=foil, component=component)
+    return patch_sweep(cached_model(model_name, *chosen_device()), base, source, target=target, foil=foil, component=component)
 
 
 st.title("Activation patching")

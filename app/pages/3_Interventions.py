@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import INTERVENTIONS_DIR, RESULTS_DIR, cached_model, model_sidebar, pick_folder, show_side_by_side, user_errors
+from ui import INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side, user_errors
 
 from workbench.plan import PlanItem
 from workbench.predictions import top_k_next_tokens
@@ -18,10 +18,11 @@ def kind_of(folder: Path) -> str:
 
 
 @st.cache_resource(show_spinner="Loading the intervention…", max_entries=8)
-def load_intervention(model_name: str, folder: str, modified: float):
-    """(kind, loaded object, description); ``modified`` re-loads a folder saved again."""
+def load_intervention(model_name: str, folder: str, modified: float, device: str = "cpu", dtype: str = "float32"):
+    """(kind, loaded object, description) on the model on ``device``; ``modified`` re-loads a
+    folder saved again."""
     folder = Path(folder)
-    kind, hm = kind_of(folder), cached_model(model_name)
+    kind, hm = kind_of(folder), cached_model(model_name, device, dtype)
     if kind == "LoReFT / ReFT":
         from reft import load_reft
         from reft.saving import read_config
@@ -31,7 +32,7 @@ def load_intervention(model_name: str, folder: str, modified: float):
         intervention, meta = load_das(folder, device=str(hm.device))
         return kind, intervention, meta
     from workbench.steering import load_steering
-    plan, meta = load_steering(folder)
+    plan, meta = load_steering(folder, device=hm.device, dtype=hm.dtype)
     return kind, plan, meta
 
 
@@ -81,7 +82,7 @@ if hm is not None and folder is not None:
         if not any((folder / marker).is_file() for marker in MARKERS):
             raise FileNotFoundError(f"{folder.name} holds no saved intervention ({', '.join(MARKERS)})")
         stamp = max((folder / m).stat().st_mtime for m in MARKERS if (folder / m).is_file())
-        loaded = load_intervention(name, str(folder), stamp)
+        loaded = load_intervention(name, str(folder), stamp, *chosen_device())
 if loaded is not None:
     kind, obj, meta = loaded
     where = meta.get("site") or ", ".join(i["site"] for i in meta.get("interventions", []))

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
+from workbench import orthogonal
 from workbench.hooked import HookedModel
 from workbench.plan import PlanItem
 from workbench.positions import Indices
@@ -89,7 +89,7 @@ def greedy_prefix(hm: HookedModel, task: MemorizationTask, config: MemorizeConfi
                   intervention: nn.Module) -> torch.Tensor:
     """Exact-match prefix (K,) of real greedy generation from each key, edited in the prefill."""
     batch = {"input_ids": task.prompt_ids.to(hm.device)}
-    with parametrize.cached():
+    with orthogonal.cached():
         new = hm.generate(batch, _plan(config, task, intervention), max_new_tokens=task.n_tokens)["ids"]  # (K, <=N)
     return prefix_lengths(new.cpu(), task.target_ids)  # (K,)
 
@@ -131,10 +131,10 @@ def memorize(hm: HookedModel, task: MemorizationTask, config: MemorizeConfig, pr
     try:
         started = time.perf_counter()
         torch.manual_seed(config.seed)
-        param = next(hm.model.parameters())
         forward = make_forward(hm, task, config.layer, config.position, config.path)  # checks layer and position
-        size = hm.site_size(Site(config.layer, "resid_post"))
-        intervention = build_intervention(config.kind, size, config.rank, dtype=param.dtype, device=param.device)
+        site = Site(config.layer, "resid_post")
+        intervention = build_intervention(config.kind, hm.site_size(site), config.rank, dtype=hm.dtype,
+                                          device=hm.device_of(site))
         value_scale = _residual_norm(hm, forward, task, config)
         optimizer = _optimizer(intervention, config, value_scale)
         targets = task.target_ids.to(hm.device)  # (K, N)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
-from torch.nn.utils import parametrize
 
+from workbench import orthogonal
 from workbench.hooked import HookedModel
 from workbench.plan import PlanItem
 from workbench.positions import Indices
@@ -69,7 +69,7 @@ class NaiveForward:
         """Logits (K, N, V) predicting the target tokens."""
         plan = [PlanItem(Site(self.layer, "resid_post"), Indices([self.position]), intervention)]
         batch = {"input_ids": self.input_ids, "attention_mask": torch.ones_like(self.input_ids)}
-        with parametrize.cached(), self.hm.intervene(plan):
+        with orthogonal.cached(), self.hm.intervene(plan):
             return self.hm.model(**batch, use_cache=False, logits_to_keep=self.task.n_tokens).logits  # (K, N, V)
 
 
@@ -137,7 +137,7 @@ class CachedForward:
 
     def logits(self, intervention: nn.Module) -> torch.Tensor:
         """Logits (K, N, V) predicting the target tokens."""
-        with parametrize.cached():
+        with orthogonal.cached():
             edited = intervention(self.edited)  # (K, 1, d)
         x = torch.cat([edited, self.rest], dim=1)  # (K, S, d), S = T - q
         cache = self._fresh_cache()

@@ -15,7 +15,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"'{DEFAULT_MODEL}' (embedded default), a local folder, or a hub name")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:1, mps, or auto (spread the layers over the GPUs, device_map='auto')")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model folder's own Python code (off by default)")
 

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     print(setup.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     examples = {split: setup.examples[split][args.attribute] for split in ("train", "val", "test")}
     torch.manual_seed(args.seed)
-    intervention = build_intervention(args.method, hm.site_size(site), args.k, args.max_rank)
+    intervention = build_intervention(args.method, hm.site_size(site), args.k, args.max_rank, dtype=hm.dtype,
+                                      device=hm.device_of(site))
     config = train_config_from_args(args)
     result = train_alignment(hm, site, intervention, examples["train"]["cause"], examples["val"]["cause"], config)
     scores = {kind: evaluate(hm, site, intervention, examples["test"][kind]) for kind in ("cause", "isolate")

@@ -3,6 +3,8 @@
 >>> from workbench.das import LowRankRotatedSpaceIntervention, train_alignment, evaluate
 """
 
+import torch
+
 from .data import CounterfactualData, pad_left
 from .interventions import (BoundlessRotatedSpaceIntervention, LowRankRotatedSpaceIntervention,
                             RotatedSpaceIntervention, SubspaceInterchange, orthonormal_rows)
@@ -12,18 +14,23 @@ from .train import (Evaluation, TrainConfig, TrainResult, evaluate, intervened_l
 METHODS = ("das", "rotated", "boundless")
 
 
-def build_intervention(method: str, d: int, k: int, max_rank: int | None = None):
+def build_intervention(method: str, d: int, k: int, max_rank: int | None = None,
+                       dtype: torch.dtype | None = None, device: torch.device | str | None = None):
     """A trainable DAS intervention by name: ``das`` (low rank), ``rotated`` (full d x d) or ``boundless``.
+
+    Pass the model's ``dtype`` and the site's ``device`` (``hm.dtype``, ``hm.device_of(site)``);
+    R is stored in float32 for half-precision models and cast when applied.
 
     >>> build_intervention("das", 8, 2).k
     2
     """
     if method == "das":
-        return LowRankRotatedSpaceIntervention(d, k)
+        return LowRankRotatedSpaceIntervention(d, k, dtype=dtype, device=device)
     if method == "rotated":
-        return RotatedSpaceIntervention(d, k)
+        return RotatedSpaceIntervention(d, k, dtype=dtype, device=device)
     if method == "boundless":
-        return BoundlessRotatedSpaceIntervention(d, max_rank=max_rank, init_size=max(1, k))
+        return BoundlessRotatedSpaceIntervention(d, max_rank=max_rank, init_size=max(1, k), dtype=dtype,
+                                                 device=device)
     raise ValueError(f"unknown DAS method {method!r}: choose one of {METHODS}")
 
 

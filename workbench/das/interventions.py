@@ -53,11 +53,12 @@ class RotatedSpaceIntervention(Intervention):
 
     needs_source = True
 
-    def __init__(self, d: int, k: int, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, d: int, k: int, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.hidden_size = d
         self.k = _check_k(k, d)
-        self.rotation = OrthonormalRows(d, d, dtype=dtype)  # weight (d, d)
+        self.rotation = OrthonormalRows(d, d, dtype=dtype, device=device)  # R (d, d)
 
     def set_rotation(self, matrix: torch.Tensor) -> "RotatedSpaceIntervention":
         """Set R to a given orthogonal (d, d) matrix, e.g. ``torch.eye(d)``."""
@@ -86,36 +87,37 @@ class LowRankRotatedSpaceIntervention(Intervention):
     returns ``base`` itself.
 
     >>> das = LowRankRotatedSpaceIntervention(d=8, k=2)
-    >>> das.rows.max_orthonormality_error() < 1e-5
+    >>> das.rotation.max_orthonormality_error() < 1e-5
     True
     """
 
     needs_source = True
 
-    def __init__(self, d: int, k: int, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, d: int, k: int, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.hidden_size = d
         self.k = _check_k(k, d)
-        self.rows = OrthonormalRows(d, k, dtype=dtype) if self.k else None  # weight (k, d)
+        self.rotation = OrthonormalRows(d, k, dtype=dtype, device=device) if self.k else None  # R (k, d)
 
-    def set_rows(self, matrix: torch.Tensor) -> "LowRankRotatedSpaceIntervention":
+    def set_rotation(self, matrix: torch.Tensor) -> "LowRankRotatedSpaceIntervention":
         """Set R to a given (k, d) matrix with orthonormal rows."""
-        if self.rows is None:
+        if self.rotation is None:
             raise ValueError("k = 0: this intervention has no rows to set")
-        self.rows.set_(matrix)
+        self.rotation.set_(matrix)
         return self
 
     def basis(self) -> torch.Tensor:
         """The swapped directions as rows, (k, d)."""
-        if self.rows is None:
+        if self.rotation is None:
             return torch.zeros(0, self.hidden_size)
-        return self.rows.weight.detach()
+        return self.rotation.weight.detach()
 
     def forward(self, base, source=None):
         source = _check_source(source, type(self).__name__)
-        if self.rows is None:
+        if self.rotation is None:
             return base
-        R = self.rows.weight.to(base.dtype)  # (k, d)
+        R = self.rotation.weight.to(base.dtype)  # (k, d)
         delta = (source.to(base.dtype) - base) @ R.T  # (B, n, k)
         return base + delta @ R  # (B, n, d)
 
@@ -136,7 +138,8 @@ class BoundlessRotatedSpaceIntervention(Intervention):
     needs_source = True
 
     def __init__(self, d: int, max_rank: int | None = None, init_size: int = 1,
-                 temperature: float = 1.0, dtype: torch.dtype | None = None) -> None:
+                 temperature: float = 1.0, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.hidden_size = d
         self.max_rank = _check_k(d if max_rank is None else max_rank, d, "max_rank")
@@ -144,11 +147,12 @@ class BoundlessRotatedSpaceIntervention(Intervention):
             raise ValueError("max_rank = 0: Boundless DAS needs at least one rotated coordinate")
         if not 0 < init_size <= self.max_rank:
             raise ValueError(f"init_size = {init_size} out of range: it must be between 1 and max_rank {self.max_rank}")
-        self.rows = OrthonormalRows(d, self.max_rank, dtype=dtype)  # weight (r, d)
-        fraction = torch.tensor(init_size / self.max_rank)
+        self.rotation = OrthonormalRows(d, self.max_rank, dtype=dtype, device=device)  # R (r, d)
+        fraction = torch.tensor(init_size / self.max_rank, device=device)
         self.boundary_logit = nn.Parameter(torch.logit(fraction.clamp(1e-4, 1 - 1e-4)))
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
-        self.register_buffer("coordinate", torch.arange(self.max_rank, dtype=torch.float32), persistent=False)
+        self.register_buffer("temperature", torch.tensor(float(temperature), device=device))
+        self.register_buffer("coordinate", torch.arange(self.max_rank, dtype=torch.float32, device=device),
+                             persistent=False)
 
     def set_temperature(self, value: float) -> None:
         if value <= 0:
@@ -171,11 +175,11 @@ class BoundlessRotatedSpaceIntervention(Intervention):
 
     def basis(self) -> torch.Tensor:
         """The directions swapped in eval mode, (size, d)."""
-        return self.rows.weight[: self.size()].detach()
+        return self.rotation.weight[: self.size()].detach()
 
     def forward(self, base, source=None):
         source = _check_source(source, type(self).__name__)
-        R = self.rows.weight.to(base.dtype)  # (r, d)
+        R = self.rotation.weight.to(base.dtype)  # (r, d)
         delta = (source.to(base.dtype) - base) @ R.T  # (B, n, r)
         return base + (delta * self.mask().to(base.dtype)) @ R  # (B, n, d)
 
@@ -191,7 +195,7 @@ class SubspaceInterchange(Intervention):
 
     needs_source = True
 
-    def __init__(self, basis: torch.Tensor) -> None:
+    def __init__(self, basis: torch.Tensor, device: torch.device | str | None = None) -> None:
         super().__init__()
         if basis.dim() != 2 or basis.shape[0] > basis.shape[1]:
             raise ValueError(
@@ -199,7 +203,7 @@ class SubspaceInterchange(Intervention):
             )
         self.hidden_size = basis.shape[1]
         q = orthonormal_rows(basis) if basis.shape[0] else basis.float()
-        self.register_buffer("q", q)  # (k, d)
+        self.register_buffer("q", q.to(basis.device if device is None else device))  # (k, d)
 
     @property
     def k(self) -> int:
@@ -231,4 +235,4 @@ def orthonormal_rows(basis: torch.Tensor) -> torch.Tensor:
             f"basis of {basis.shape[0]} rows has rank {rank}: its rows are linearly dependent; "
             f"pass at most {rank} independent directions"
         )
-    return q.T.float().contiguous()  # (k, d)
+    return q.T.float().contiguous().to(basis.device)  # (k, d)

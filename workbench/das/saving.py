@@ -3,6 +3,8 @@
 The run folder holds ``intervention.json`` (method, site, d, k, max_rank) and
 ``intervention.safetensors`` (the module's state and its ``basis`` rows). Loading rebuilds the
 module by name and loads its state, so the reloaded intervention computes what the trained one did.
+Runs saved before R became reflectors (torch's parametrization with a d x d ``base``, attribute
+``rows``) load too: R is converted on loading (equal to fp32 rounding).
 
 >>> intervention, meta = load_das("runs/das-country")      # doctest: +SKIP
 >>> meta["site"], intervention.basis().shape               # doctest: +SKIP
@@ -14,13 +16,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
+
+from ..devices import place
+from ..orthogonal import has_legacy_rows, migrate_legacy_rows
 
 CONFIG_FILE, WEIGHTS_FILE = "intervention.json", "intervention.safetensors"
 
 
-def load_das(folder: str | Path, device: str = "cpu"):
-    """(intervention in eval mode, its JSON description) from a ``workbench das`` run folder."""
+def load_das(folder: str | Path, device: str | torch.device | None = None):
+    """(intervention in eval mode, its JSON description) from a ``workbench das`` run folder.
+
+    ``device``: where to put it (e.g. ``hm.device_of(meta["site"])``); installing it in a plan
+    moves it to the site's device anyway.
+    """
     from . import build_intervention
 
     folder = Path(folder)
@@ -34,13 +44,17 @@ def load_das(folder: str | Path, device: str = "cpu"):
     if missing:
         raise ValueError(f"{config_path}: fields {missing} are missing; expected method, site, d, k (and max_rank)")
     intervention = build_intervention(meta["method"], int(meta["d"]), int(meta["k"]), meta.get("max_rank"))
-    state = load_file(str(weights_path), device=device)
+    state = load_file(str(weights_path))
     state.pop("basis", None)  # saved for readers without the module; derived from the state
+    if has_legacy_rows(state):
+        state = migrate_legacy_rows(state, {".rows.": ".rotation."})
     own = intervention.state_dict()
     if set(state) != set(own):
         raise ValueError(f"{weights_path}: tensors {sorted(state)} do not match a {meta['method']} intervention "
                          f"with d={meta['d']}, k={meta['k']} (expected {sorted(own)})")
     intervention.load_state_dict(state)
+    if device is not None:
+        place(intervention, device)
     return intervention.eval(), meta
 
 

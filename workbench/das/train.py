@@ -156,12 +156,17 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
     site = Site.parse(site)
     _check_tasks(interventions, train)
     val = {name: data for name, data in (val or {}).items() if len(data)}  # an empty val set cannot vote
+    for m in interventions.values():
+        hm.place(m, site)  # before the optimizer: its state then lives where the parameters do
     params = list({id(p): p for m in interventions.values() for p in m.parameters() if p.requires_grad}.values())
     if not params:
         raise ValueError("the interventions have no trainable parameters; use evaluate() for fixed bases")
     started = time.time()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    # fp16 activations: scale the loss so small gradients survive; the fp32 master values of R
+    # (see workbench.orthogonal.master_dtype) are what the scaler unscales.
+    scaler = torch.amp.GradScaler(hm.device_of(site).type) if hm.dtype == torch.float16 else None
     frozen = [(p, p.requires_grad) for p in hm.model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)  # activation-only backward: no weight gradients for the model
@@ -194,8 +199,13 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                     loss = loss + task_loss
                     parts[name] = float(task_loss.detach())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 rows += [{"epoch": epoch, "step": global_step, "task": n, "loss": v} for n, v in parts.items()]
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
