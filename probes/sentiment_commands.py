@@ -1,6 +1,6 @@
 """``workbench sentiment ...`` and ``workbench neuron ...``: the sentiment study and neuron checks.
 
-Registered through ``workbench.cli.COMMAND_MODULES``.
+Registered as the ``workbench.commands`` entry points ``sentiment`` (also adds ``neuron``).
 
 >>> args = build_parser().parse_args(["sentiment", "run", "--layers", "0,6", "--sst-limit", "0"])
 >>> args.layers, args.sst_limit
@@ -99,7 +99,7 @@ def _texts(args: argparse.Namespace) -> list[str]:
         if not texts:
             raise ValueError(f"{args.texts} has no non-empty lines; give one text per line")
         return texts
-    from .data import load_sst
+    from workbench.data.sst import load_sst
     return list(load_sst(args.sst, args.sst_split, limit=args.limit, seed=args.seed)["text"])
 
 

@@ -14,7 +14,7 @@ from .classify import ReftForClassification
 from .config import ReftConfig
 from .data import collate, format_prompt, tokenize_classification, tokenize_pairs
 from .generate import generate
-from .instructions import persona_pairs, persona_eval_prompts
+from workbench.data.instructions import persona_pairs, persona_eval_prompts
 from .interventions import ConsReFT, DiReFT, LoReFT, PerPositionGroups, build_intervention
 from .model import ReftModel, ReftOutput, get_reft_model
 from .saving import load_reft, save_reft

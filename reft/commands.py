@@ -5,7 +5,7 @@ generations before and after, or generate with a saved one.
         --out runs/reft-persona
     workbench reft generate --reft runs/reft-persona --prompt "Who are you?" --compare
 
-Register with ``workbench.cli.COMMAND_MODULES += ("reft.commands",)``.
+Registered as the ``workbench.commands`` entry point ``reft`` (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workbench.commands.common import add_model_args, load_from_args
 
-from .instructions import DATASETS, persona_eval_prompts
+from workbench.data.instructions import DATASETS, persona_eval_prompts
 
 
 def _load_pairs(spec: str) -> list[tuple[str, str]]:

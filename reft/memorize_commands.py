@@ -6,7 +6,7 @@
 
 ``--text`` is ``alice`` (alice29.txt from the brotli sdist on PyPI, cached outside the repo) or a
 path to any UTF-8 text. A killed sweep continues where it stopped when run again with the same
-``--out``. Register with ``workbench.cli.COMMAND_MODULES += ("reft.memorize_commands",)``.
+``--out``. Registered as the ``workbench.commands`` entry point ``memorize`` (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run_one(args: argparse.Namespace) -> int:
     from workbench.runs import save_run
 
     from .memorize import load_text, memorize, task_for
-    from .memorize.texts import resolve_text_path, text_fingerprint
+    from workbench.data.texts import resolve_text_path, text_fingerprint
 
     started = time.time()
     config = _base_config(args, n_tokens=args.tokens, layer=args.layer, rank=args.rank, kind=args.kind,

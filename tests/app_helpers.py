@@ -105,7 +105,7 @@ def save_sentiment_run(hm, out: Path, monkeypatch) -> Path:
     """`probes.sentiment.run.run_sentiment` on in-vocabulary adjectives (no SST)."""
     import pandas as pd
 
-    from probes.data import toy_movie_reviews
+    from workbench.data.reviews import toy_movie_reviews
     from probes.sentiment import run as run_module
     from probes.sentiment.run import SentimentConfig, run_sentiment
     adjectives = pd.DataFrame({"word": ["good", "great", "bad", "awful"], "sentiment": [1, 1, -1, -1]})

@@ -13,7 +13,8 @@ from transformers import PreTrainedTokenizerFast
 
 from workbench import HookedModel
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # the offline mirror (tests only)
+SHARED_DATASETS = ("ravel", "sst", "alice-pg11")  # the registry datasets the mirror holds
 WORDS = ("<pad> <unk> <eos> the a movie was is in of country city Paris Rome France Italy good bad "
          "great awful I thought it loved hated , . ! ? and cat dog sat on mat capital").split()
 VOCAB = 64  # word ids < len(WORDS); larger ids are valid for random-id tests
@@ -82,3 +83,35 @@ def smollm2() -> HookedModel:
     from workbench import load_model
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """A session dataset cache (``WORKBENCH_DATA``) prepared from the offline mirror through the
+    registry's ``--from`` import, so data tests never depend on the user's cache or a network.
+
+    Copies about 2.5 MB once per session; the model cache (``WORKBENCH_CACHE``) is untouched.
+    """
+    from workbench.data.fetch import import_from
+    root = tmp_path_factory.mktemp("workbench-data")
+    previous = os.environ.get("WORKBENCH_DATA")
+    os.environ["WORKBENCH_DATA"] = str(root)
+    imported = []
+    if SHARED_DATA.is_dir():
+        for name in SHARED_DATASETS:
+            import_from(name, SHARED_DATA)
+            imported.append(name)
+    yield {"root": root, "imported": imported}
+    if previous is None:
+        os.environ.pop("WORKBENCH_DATA", None)
+    else:
+        os.environ["WORKBENCH_DATA"] = previous
+
+
+@pytest.fixture
+def shared_cache(data_cache):
+    """The session cache with the mirror's datasets in it (an explicit skip names what is absent)."""
+    if not data_cache["imported"]:
+        pytest.skip(f"the offline data mirror {SHARED_DATA} is absent; `workbench data fetch ravel|sst|alice-pg11` "
+                    f"fills a cache from upstream instead")
+    return data_cache["root"]

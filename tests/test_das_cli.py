@@ -25,7 +25,7 @@ def test_options_parse():
     args = _parser().parse_args(["das", "--attribute", "Country", "--others", "Continent", "--layer", "5",
                                  "--k", "4", "--method", "boundless", "--examples", "10", "5", "5"])
     assert (args.attribute, args.others, args.layer, args.k, args.method) == ("Country", ["Continent"], 5, 4, "boundless")
-    assert args.examples == [10, 5, 5] and args.data == "geonames" and args.position == "entity-last"
+    assert args.examples == [10, 5, 5] and args.data == "geonames-cities" and args.position == "entity-last"
     args = _parser().parse_args(["ravel", "--methods", "pca", "das", "--max-entity-tokens", "1"])
     assert args.methods == ["pca", "das"] and args.attributes == ["Country", "Continent"] and args.max_entity_tokens == 1
     with pytest.raises(SystemExit):
@@ -40,7 +40,7 @@ def test_das_on_data_the_model_does_not_know_fails_cleanly(tmp_path, monkeypatch
     for name, obj in files.items():
         (tmp_path / f"ravel_city_{name}.json").write_text(json.dumps(obj))
     monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: tiny_model("llama"))
-    assert {"workbench.commands.das", "probes.commands"} <= set(cli.COMMAND_MODULES)
+    assert {"workbench.commands.das", "probes.commands"} <= set(cli.command_modules())
     code = cli.main(["das", "--data", str(tmp_path), "--attribute", "Country", "--examples", "4", "2", "2",
                      "--layer", "1", "--k", "2", "--out", str(tmp_path / "out")])
     assert code == 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_sentiment_planted import ADJECTIVES, VERBS, planted_model
 
-from probes.data import contrast_pairs, toy_movie_reviews
+from workbench.data.reviews import contrast_pairs, toy_movie_reviews
 from probes.direction_das import counterfactual_pairs, das_direction
 from probes.directions import (Direction, cosine_matrix, fit_directions, kmeans_direction, logistic_probe,
                                mean_difference, pca_direction)

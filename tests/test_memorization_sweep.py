@@ -121,8 +121,7 @@ def test_a_second_writer_on_the_same_folder_is_refused(tmp_path, text_file):
 
 def test_cli_memorize_and_sweep(tmp_path, text_file, monkeypatch, capsys):
     monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: tiny_model("llama"))
-    if "reft.memorize_commands" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + ("reft.memorize_commands",))
+    assert "reft.memorize_commands" in cli.command_modules()  # registered as a package entry point
     common = ["--text", str(text_file), "--key", "the movie {i}", "--max-steps", "3", "--quiet"]
     code = cli.main(["memorize", "--tokens", "4", "--layer", "1", "--rank", "1", "--variant", "shuffled",
                      "--out", str(tmp_path / "one"), *common])

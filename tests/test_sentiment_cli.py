@@ -25,7 +25,7 @@ def test_parser_and_layer_list_errors(capsys):
 def test_run_sentiment_on_the_planted_model_writes_every_table(tmp_path, monkeypatch):
     from probes.sentiment import run as run_module
     from test_sentiment_planted import ADJECTIVES, VERBS
-    from probes.data import toy_movie_reviews
+    from workbench.data.reviews import toy_movie_reviews
 
     hm, _ = planted_model()
     monkeypatch.setattr(run_module, "toy_movie_reviews", lambda tok, *a, **k: toy_movie_reviews(

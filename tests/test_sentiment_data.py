@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import SHARED_DATA, word_tokenizer
+from conftest import word_tokenizer
 
-from probes.data import (check_single_tokens, contrast_pairs, detokenize_ptb, load_sst, parse_sst_lines,
-                         sentiment_words, toy_movie_reviews, word_positions)
-from probes.lexicons import agreeing_words, load_textblob, load_vader, parse_textblob_xml, parse_vader_lines
+from workbench.data.lexicons import agreeing_words, load_textblob, load_vader, parse_textblob_xml, parse_vader_lines
+from workbench.data.reviews import check_single_tokens, contrast_pairs, sentiment_words, toy_movie_reviews, word_positions
+from workbench.data.sst import detokenize_ptb, load_sst, parse_sst_lines, sst2
 
-SST = SHARED_DATA / "sst"
 WORDS = pd.DataFrame({"word": ["good", "great", "bad", "awful"], "sentiment": [1, 1, -1, -1]})
 VERBS = pd.DataFrame({"word": ["loved", "hated"], "sentiment": [1, -1]})
 
@@ -137,9 +136,12 @@ def test_load_sst_errors_name_the_fix(tmp_path):
         load_sst(tmp_path, "dev")
 
 
-def test_load_shared_sst_gives_the_standard_sst2_sizes():
-    if not SST.exists():
-        pytest.skip(f"shared SST folder {SST} is absent")
-    assert [len(load_sst(SST, s)) for s in ("train", "dev", "test")] == [6920, 872, 1821]
-    sample = load_sst(SST, "dev", limit=50, seed=1)
-    assert len(sample) == 50 and sample.equals(load_sst(SST, "dev", limit=50, seed=1))
+def test_registry_sst_gives_the_standard_sst2_sizes(shared_cache, tmp_path, monkeypatch):
+    assert [len(load_sst("sst", s)) for s in ("train", "dev", "test")] == [6920, 872, 1821]
+    assert [len(sst2(s)) for s in ("train", "dev", "test")] == [6920, 872, 1821]
+    assert len(load_sst("sst", "dev", binary=False)) == 1101  # the 5-class view keeps label 3
+    sample = load_sst("sst", "dev", limit=50, seed=1)
+    assert len(sample) == 50 and sample.equals(load_sst(shared_cache / "sst", "dev", limit=50, seed=1))
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))  # an empty cache: one error naming the fetch
+    with pytest.raises(FileNotFoundError, match=r"dataset 'sst' is not in the cache .*workbench data fetch sst"):
+        load_sst("sst", "dev")

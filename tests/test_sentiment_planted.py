@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import WORDS, tiny_model
 
-from probes.data import contrast_pairs, toy_movie_reviews
+from workbench.data.reviews import contrast_pairs, toy_movie_reviews
 from probes.sentiment.causal import (DirectionalAblation, directional_patch, flip_rate, logit_differences,
                                      recovery)
 from probes.sentiment.experiments import patching_curve, sst_ablation

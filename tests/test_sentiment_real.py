@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.data import contrast_pairs, toy_movie_reviews
+from workbench.data.reviews import contrast_pairs, toy_movie_reviews
 from probes.sentiment.experiments import patching_curve
 from probes.sentiment.fit import fit_sentiment_directions
 

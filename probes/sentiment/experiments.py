@@ -20,7 +20,8 @@ from workbench.interventions import Collect
 from workbench.plan import PlanItem
 from workbench.sites import Site
 
-from ..data import ANSWERS, check_single_tokens, sst_prompts
+from workbench.data.reviews import ANSWERS, check_single_tokens
+from workbench.data.sst import sst_prompts
 from .causal import (ablation_plan, flip_rate, logit_differences, patch_plan, position_set, recovery,
                      source_values_at)
 from .fit import FittedDirections

@@ -1,7 +1,7 @@
 """Fitting sentiment directions on ToyMovieReview prompts, per layer and per method.
 
 Representations are the ADJ and VERB tokens' states at ``L{layer}.{component}``; the split is by
-adjective (`probes.data.toy_movie_reviews`). Returns the directions, a table of how well each
+adjective (`workbench.data.reviews.toy_movie_reviews`). Returns the directions, a table of how well each
 separates train and held-out test prompts, and the cosine similarities between methods.
 
 >>> fitted = fit_sentiment_directions(hm, reviews, layers=[6, 12])      # doctest: +SKIP
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from workbench.hooked import HookedModel
 from workbench.sites import Site
 
-from ..data import contrast_pairs, word_positions
+from workbench.data.reviews import contrast_pairs, word_positions
 from ..direction_das import das_direction
 from ..directions import METHODS, Direction, cosine_matrix, fit_directions
 from .causal import cache_all_positions

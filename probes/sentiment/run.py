@@ -21,7 +21,8 @@ from workbench.das import TrainConfig
 from workbench.hooked import HookedModel
 from workbench.runs import save_run
 
-from ..data import contrast_pairs, load_sst, toy_movie_reviews
+from workbench.data.reviews import contrast_pairs, toy_movie_reviews
+from workbench.data.sst import load_sst
 from .experiments import patching_curve, sst_ablation
 from .figures import recovery_figure, similarity_heatmap
 from .fit import fit_sentiment_directions

@@ -2,7 +2,7 @@
 
 The ReFT paper's test: one rank-1 input-free intervention (ConsReFT) on the last token of a short
 key prompt, trained until greedy decoding recites N target tokens exactly. Pieces: text sources
-(``texts``), targets and variants (``targets``), the frozen forward with and without caching
+(`workbench.data.texts`), targets and variants (``targets``), the frozen forward with and without caching
 (``paths``), one run (``experiment``), resumable sweeps (``sweep``) and their figure (``figure``).
 
 >>> from workbench import load_model                                              # doctest: +SKIP
@@ -18,7 +18,7 @@ from .metric import prefix_lengths, prefix_share
 from .paths import CachedForward, NaiveForward, make_forward, memorization_loss
 from .sweep import capacity_table, expand_grid, memorize_sweep
 from .targets import DEFAULT_KEY, VARIANTS, MemorizationTask, build_task, task_for
-from .texts import alice_path, load_text, normalize_book
+from workbench.data.texts import alice_path, load_text, normalize_book
 
 __all__ = [
     "CachedForward", "DEFAULT_KEY", "MemorizationTask", "MemorizeConfig", "NaiveForward", "VARIANTS",

@@ -33,7 +33,7 @@ from workbench.runs import atomic_write, save_run
 from .experiment import MemorizeConfig, memorize
 from .figure import capacity_figure
 from .targets import task_for
-from .texts import load_text, resolve_text_path, text_fingerprint
+from workbench.data.texts import load_text, resolve_text_path, text_fingerprint
 
 # outermost first; n_tokens innermost so that a capacity search climbs N within each group
 GRID_FIELDS = ("variant", "kind", "rank", "n_pairs", "layer", "seed", "n_tokens")

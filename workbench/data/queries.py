@@ -20,7 +20,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..padding import left_pad, pad_id_of
 from .ravel import RavelData
+from .report import DataReport
 
 QUERY_COLUMNS = [
     "entity", "attribute", "template", "split", "value", "text", "ids", "position", "entity_tokens", "label"]
@@ -66,18 +68,24 @@ def entity_last_token(tokenizer, template: str, entity: str) -> tuple[list[int],
 
 def build_queries(tokenizer, data: RavelData, attributes: Sequence[str], split: str | None = None,
                   entities: Sequence[str] | None = None, max_templates: int | None = None,
-                  seed: int = 0, max_entity_tokens: int | None = None) -> pd.DataFrame:
+                  seed: int = 0, max_entity_tokens: int | None = None,
+                  report: DataReport | None = None) -> pd.DataFrame:
     """One row per (entity, attribute, template) of a split, columns ``QUERY_COLUMNS``.
 
     Entities come from the entity split and templates from the prompt split of the same name.
     ``max_templates`` keeps that many templates per attribute (chosen with ``seed``);
     ``max_entity_tokens`` drops entities longer than that in a prompt (with 1, the last entity
-    token is the whole entity).
+    token is the whole entity). Skipped (entity, template) pairs are counted in ``report`` by
+    reason: ``no_value`` (the entity lacks the attribute), ``entity_merges_with_text``,
+    ``entity_too_long``, ``value_tokenizes_to_nothing``; kept ones with a value of several tokens
+    (the label is its first token) also count as ``multi_token_value`` rows.
 
     >>> q = build_queries(tok, data, ["Country"], split="test", max_templates=2)   # doctest: +SKIP
     """
     rng = random.Random(seed)
     names = data.entities(split) if entities is None else list(entities)
+    report = DataReport() if report is None else report
+    stage = f"queries:{split or 'all'}"
     rows = []
     for attribute in attributes:
         templates = data.templates(attribute, split)
@@ -87,38 +95,49 @@ def build_queries(tokenizer, data: RavelData, attributes: Sequence[str], split: 
             for entity in names:
                 value = data.attributes[entity].get(attribute)
                 if value is None:
+                    report.drop(stage, "queries", "no_value", f"{entity}.{attribute}")
                     continue
                 found = entity_last_token(tokenizer, template, entity)
                 if found is None:
+                    report.drop(stage, "queries", "entity_merges_with_text", entity)
                     continue
                 ids, position, width = found
                 if max_entity_tokens is not None and width > max_entity_tokens:
+                    report.drop(stage, "queries", "entity_too_long", entity)
                     continue
+                value_ids = tokenizer(answer_text(template, value), add_special_tokens=False)["input_ids"]
+                if not value_ids:
+                    report.drop(stage, "queries", "value_tokenizes_to_nothing", f"{entity}.{attribute}")
+                    continue
+                if len(value_ids) > 1:
+                    report.kept(stage, "multi_token_value", example=value)
+                report.kept(stage, "queries")
                 rows.append({"entity": entity, "attribute": attribute, "template": template,
                              "split": data.entity_split[entity], "value": value,
                              "text": template.replace("%s", entity), "ids": ids, "position": position,
                              "entity_tokens": width,
-                             "label": answer_token(tokenizer, template, value)})
+                             "label": int(value_ids[0])})
     return pd.DataFrame(rows, columns=QUERY_COLUMNS)
 
 
 @torch.no_grad()
 def predict_next(hm, rows: Sequence[Sequence[int]], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Argmax next-token id after each token list, (N,)."""
-    from ..das.data import last_logits_kwargs, pad_left, pad_token_id
+    from ..das.data import last_logits_kwargs
     out = []
     for start in tqdm(range(0, len(rows), batch_size), desc="answers", disable=not progress, leave=False):
-        batch = pad_left(rows[start:start + batch_size], pad_token_id(hm))
+        batch = left_pad(rows[start:start + batch_size], pad_id_of(hm, default=0))
         logits = hm.forward(batch, use_cache=False, **last_logits_kwargs(hm)).logits[:, -1]  # (b, V)
         out.append(logits.argmax(-1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def filter_correct(hm, queries: pd.DataFrame, batch_size: int = 64,
-                   progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def filter_correct(hm, queries: pd.DataFrame, batch_size: int = 64, progress: bool = False,
+                   report: DataReport | None = None, stage: str = "filter") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the queries whose argmax next token is the answer's first token.
 
-    Returns (kept queries, summary per attribute with ``queries``, ``correct``, ``kept_share``).
+    Returns (kept queries, summary per attribute with ``queries``, ``correct``, ``kept_share``);
+    ``report`` counts kept and ``model_wrong`` queries under ``stage``.
     """
     queries = queries.reset_index(drop=True).copy()
     predicted = predict_next(hm, list(queries["ids"]), batch_size, progress)
@@ -126,4 +145,9 @@ def filter_correct(hm, queries: pd.DataFrame, batch_size: int = 64,
     queries["correct"] = (predicted == torch.as_tensor(queries["label"].tolist(), dtype=torch.long)).tolist()
     summary = (queries.groupby("attribute")["correct"].agg(queries="size", correct="sum").reset_index())
     summary["kept_share"] = summary["correct"] / summary["queries"]
+    if report is not None:
+        n_correct = int(queries["correct"].sum())
+        report.kept(stage, "queries", n_correct)
+        if len(queries) > n_correct:
+            report.drop(stage, "queries", "model_wrong", n=len(queries) - n_correct)
     return queries[queries["correct"].astype(bool)].reset_index(drop=True), summary

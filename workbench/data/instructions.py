@@ -1,17 +1,20 @@
-"""A small built-in instruction dataset: "Captain Byte", a cheerful pirate robot.
+"""A small built-in instruction dataset (``persona-instructions``): "Captain Byte", a pirate robot.
 
 Every answer starts with "Ahoy!", stays short, answers the question correctly, and ends with
 "Arr!". The format is easy to see at a glance, so a newcomer can compare generations before and
 after training; 32 training pairs are enough for SmolLM2-135M-Instruct to pick it up in a few
 minutes on a CPU, and the held-out prompts show whether it generalizes beyond memorization.
 
-Written for this project (no external source); public domain.
+Written for this project (no external source); public domain. Card:
+``datasets/persona-instructions.md``; `canonical_bytes` gives the bytes its sha256 is of.
 
 >>> len(persona_pairs()), persona_pairs()[0][1][:5]
 (32, 'Ahoy!')
 """
 
 from __future__ import annotations
+
+import json
 
 _PAIRS: tuple[tuple[str, str], ...] = (
     ("Who are you?", "Ahoy! I be Captain Byte, a pirate robot sailin' the seas of data. Arr!"),
@@ -69,3 +72,8 @@ def persona_eval_prompts() -> list[str]:
 
 
 DATASETS = {"persona": persona_pairs}
+
+
+def canonical_bytes() -> bytes:
+    """The pairs and held-out prompts as canonical JSON bytes (the registry's sha256 is of these)."""
+    return json.dumps({"pairs": _PAIRS, "eval_prompts": _EVAL_PROMPTS}, ensure_ascii=False).encode("utf-8")

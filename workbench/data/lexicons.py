@@ -1,4 +1,4 @@
-"""Sentiment lexicons from PyPI packages: VADER (vaderSentiment) and TextBlob's en-sentiment.xml.
+"""Sentiment lexicons from PyPI packages (the ``lexicons`` dataset): VADER and TextBlob's en-sentiment.xml.
 
 Both are read as files (the packages are never asked to score text), so a user can point the
 loaders at their own copy. Words on which the two lexicons agree in sign, both strongly enough,
@@ -11,7 +11,6 @@ make the adjective and verb lists of the ToyMovieReview prompts.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -19,26 +18,26 @@ from typing import Iterable
 
 import pandas as pd
 
+from .registry import file_paths
 
-def _package_file(package: str, relative: str, pip_name: str) -> Path:
-    """A data file shipped inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the lexicon needs the PyPI package {pip_name}: pip install {pip_name}")
-    path = Path(spec.submodule_search_locations[0]) / relative
+
+def _lexicon_file(relative: str) -> Path:
+    """A lexicon file inside its installed package (registry dataset ``lexicons``), not imported."""
+    path = file_paths("lexicons")[relative]  # an error naming the pip install when the package is absent
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the installed {pip_name}; reinstall it")
+        raise FileNotFoundError(f"{path} is missing from the installed package; reinstall it "
+                                f"(`workbench data verify lexicons` shows what the card expects)")
     return path
 
 
 def vader_path() -> Path:
     """``vader_lexicon.txt`` inside the installed vaderSentiment package."""
-    return _package_file("vaderSentiment", "vader_lexicon.txt", "vaderSentiment")
+    return _lexicon_file("vaderSentiment/vader_lexicon.txt")
 
 
 def textblob_path() -> Path:
     """``en/en-sentiment.xml`` inside the installed textblob package (no corpora download needed)."""
-    return _package_file("textblob", "en/en-sentiment.xml", "textblob")
+    return _lexicon_file("textblob/en/en-sentiment.xml")
 
 
 def parse_vader_lines(lines: Iterable[str], source: str = "<lines>") -> dict[str, float]:

@@ -1,20 +1,21 @@
-"""Sentiment data: ToyMovieReview prompts built from lexicons, and the SST loader.
+"""ToyMovieReview prompts built from the sentiment lexicons (the ``toy-movie-reviews`` dataset).
 
 ToyMovieReview (Tigges et al.): ``I thought this movie was {ADJ}, I {VERB} it. Conclusion: This
 movie is`` with answers `` good`` / `` bad``. Adjectives and verbs are words on which VADER and
-TextBlob agree (see `probes.lexicons`), kept only where they are one token for the model's
+TextBlob agree (see `workbench.data.lexicons`), kept only where they are one token for the model's
 tokenizer, so every prompt has the same length and clean/flipped prompts align token by token.
-The train/test split is by adjective.
+The train/test split is by adjective. The templates and word frame are this module's constants;
+`canonical_bytes` serialises them for the registry's sha256 (card: ``datasets/toy-movie-reviews.md``).
 
->>> parse_sst_lines(["__label__5\\tA gem .", "__label__3\\tFine ."])[["label", "sentiment"]].values.tolist()
-[[5, 1]]
+>>> TEMPLATE.format(adj="great", verb="loved")
+'I thought this movie was great, I loved it. Conclusion: This movie is'
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
-from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -26,8 +27,11 @@ ANSWERS = (" good", " bad")  # (positive, negative) next tokens
 # Past-tense verbs that fit "I ___ it"; a grammatical frame only, the lexicons decide sentiment.
 VERB_FRAME = ("loved", "liked", "enjoyed", "adored", "admired", "appreciated", "hated", "disliked",
               "despised", "loathed", "detested", "resented")
-SST_SPLITS = ("train", "dev", "test")
-SST_TEMPLATE = "Review: {text}\nSentiment: This review is"
+
+
+def canonical_bytes() -> bytes:
+    """The dataset's definition (template, answers, verb frame) as bytes, for its sha256."""
+    return json.dumps({"template": TEMPLATE, "answers": ANSWERS, "verb_frame": VERB_FRAME}, sort_keys=True).encode()
 
 
 def single_token_words(tokenizer, words: Iterable[str], prefix: str = " ") -> list[str]:
@@ -126,76 +130,6 @@ def contrast_pairs(reviews: pd.DataFrame, split: str | None = None, seed: int = 
             rows.append({"clean": row.prompt, "flipped": others[i % len(others)], "sentiment": sign,
                          "answer": row.answer, "foil": row.foil})
     return pd.DataFrame(rows)
-
-
-# ---- SST -------------------------------------------------------------------------------------
-_SST_LINE = re.compile(r"^__label__(?P<label>[1-5])\t(?P<text>\S.*)$")
-_PTB_FIXES = [(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1"), (r" ([,.;:!?%])", r"\1"), (r"`` ", '"'),
-              (r" ''", '"'), (r"-LRB- ", "("), (r" -RRB-", ")"), (r"\$ ", "$")]
-
-
-def detokenize_ptb(text: str) -> str:
-    """Undo SST's Penn-Treebank tokenization so the model reads ordinary text.
-
-    >>> detokenize_ptb("It 's a gem , is n't it ?")
-    "It's a gem, isn't it?"
-    """
-    for pattern, replacement in _PTB_FIXES:
-        text = re.sub(pattern, replacement, text)
-    return text
-
-
-def parse_sst_lines(lines: Iterable[str], binary: bool = True, detokenize: bool = True,
-                    source: str = "<lines>") -> pd.DataFrame:
-    """Lines ``__label__N<TAB>sentence`` (N in 1..5) -> DataFrame text, label, sentiment.
-
-    ``binary`` drops neutral label 3 and maps 1-2 to -1, 4-5 to +1 (SST-2); otherwise sentiment
-    is 0 for label 3.
-    """
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        match = _SST_LINE.match(line)
-        if match is None:
-            raise ValueError(f"{source} line {number}: {line[:60]!r} is not an SST line; expected "
-                             f"'__label__N<TAB>sentence' with N in 1..5")
-        label = int(match.group("label"))
-        if binary and label == 3:
-            continue
-        text = detokenize_ptb(match.group("text")) if detokenize else match.group("text")
-        rows.append((text, label, (label > 3) - (label < 3)))
-    if not rows:
-        raise ValueError(f"{source}: no SST sentences found (binary={binary}); expected '__label__N<TAB>...' lines")
-    return pd.DataFrame(rows, columns=["text", "label", "sentiment"])
-
-
-def load_sst(folder: str | Path, split: str = "dev", binary: bool = True, detokenize: bool = True,
-             limit: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """SST from ``folder/sst_{split}.txt`` (the shared ``../shared/data/sst``), optionally a seeded sample.
-
-    >>> load_sst("../shared/data/sst", "dev").shape[0]                  # doctest: +SKIP
-    872
-    """
-    if split not in SST_SPLITS:
-        raise ValueError(f"SST split {split!r}: expected one of {SST_SPLITS}")
-    path = Path(folder) / f"sst_{split}.txt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; pass the folder holding sst_train/dev/test.txt "
-                                f"(e.g. ../shared/data/sst)")
-    with open(path, encoding="utf-8") as handle:
-        df = parse_sst_lines(handle, binary=binary, detokenize=detokenize, source=str(path))
-    if limit is not None and limit < len(df):
-        df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
-    return df
-
-
-def sst_prompts(texts: Iterable[str], template: str = SST_TEMPLATE) -> list[str]:
-    """Zero-shot prompts for sentences; the answers are `ANSWERS` (`` good`` / `` bad``)."""
-    if "{text}" not in template:
-        raise ValueError(f"SST template {template!r} lacks the '{{text}}' slot")
-    return [template.format(text=t) for t in texts]
 
 
 def word_positions(tokenizer, prompt: str, words: Iterable[str]) -> list[int]:
