@@ -82,12 +82,13 @@ class ReftModel(nn.Module):
 
     @contextmanager
     def intervening(self, prompt_lengths: torch.Tensor | None = None, mode: str = "prompt") -> Iterator[None]:
-        """Hooks installed and each R evaluated once for every model call inside the block.
+        """Hooks installed and every R evaluated once for every model call inside the block (all
+        interventions of one shape in one batched orthogonalization).
 
         >>> with reft.intervening():                                          # doctest: +SKIP
         ...     logits = reft.hm.forward("I loved it").logits
         """
-        with orthogonal.cached(), self.hm.intervene(self.plan(prompt_lengths), mode=mode):
+        with orthogonal.cached(self.interventions), self.hm.intervene(self.plan(prompt_lengths), mode=mode):
             yield
 
     def to(self, *args, **kwargs) -> "ReftModel":
