@@ -10,7 +10,7 @@ Methods (same site, same subspace size k): ``pca``, ``probe`` (scikit-learn logi
 ``mean_diff``, ``das`` (trained on Cause examples of A) and ``mdas`` (one subspace per attribute,
 trained jointly on Cause and Isolate examples). ``full_patch`` (the whole vector) is a reference.
 
->>> table, details = run_ravel(hm, load_ravel("../shared/data/ravel"), RavelConfig())   # doctest: +SKIP
+>>> table, details = run_ravel(hm, load_ravel("ravel", "city"), RavelConfig())          # doctest: +SKIP
 >>> ravel_figure(table).write_html("ravel.html")                                       # doctest: +SKIP
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -114,18 +115,25 @@ def score(hm: HookedModel, config: RavelConfig, setup: RavelSetup, interventions
     return rows
 
 
-def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig) -> tuple[pd.DataFrame, dict]:
+def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
+              report_to: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """Filter and build the examples, then compare every method (see `compare_methods`).
 
-    Returns the table and ``details`` (the kept-share summary, timings, the setup).
+    Returns the table and ``details`` (the kept-share summary, the kept/dropped ``report``,
+    timings, the setup). With ``report_to``, the report is written there before the methods run
+    (so a run that then fails still leaves it).
     """
     started = time.time()
     setup = prepare_ravel(hm, data, config.attributes, {"train": config.n_train, "val": config.n_val,
                           "test": config.n_test}, config.entities_per_split, config.max_templates, config.seed,
                           config.batch_size, config.progress, config.max_entity_tokens)
     prepare_seconds = time.time() - started
+    if report_to is not None:
+        Path(report_to).parent.mkdir(parents=True, exist_ok=True)
+        setup.report.to_csv(report_to, index=False)
     table = compare_methods(hm, setup, config)
-    details = {"summary": setup.summary, "prepare_seconds": prepare_seconds, "config": asdict(config),
+    details = {"summary": setup.summary, "report": setup.report, "prepare_seconds": prepare_seconds,
+               "config": asdict(config),
                "setup": setup, "seconds": time.time() - started}
     return table, details
 

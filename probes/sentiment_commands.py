@@ -31,14 +31,17 @@ def run_sentiment_command(args: argparse.Namespace) -> int:
     from .sentiment.run import SentimentConfig, run_sentiment
     import torch
 
+    from workbench.data.sst import sst_folder
+
     torch.set_num_threads(args.threads) if args.threads else None
+    sst = None if args.sst_limit == 0 else str(sst_folder(args.sst))  # before the model: fails at once if missing
     hm = load_from_args(args)
     config = SentimentConfig(
         layers=_ints(args.layers), layer_step=args.layer_step, component=args.component,
         methods=tuple(args.methods.split(",")), das_layers=_ints(args.das_layers) or (), das_epochs=args.das_epochs,
         das_max_pairs=args.das_max_pairs, compare_layers=_ints(args.compare_layers) or (),
         position_sets=tuple(args.positions.split(",")), max_per_sentiment=args.max_per_sentiment,
-        sst_folder=None if args.sst_limit == 0 else args.sst, sst_split=args.sst_split,
+        sst_folder=sst, sst_split=args.sst_split,
         sst_limit=args.sst_limit or None, ablation_value=args.ablation_value,
         sst_position_sets=tuple(args.sst_positions.split(",")), sst_mean_positions=args.sst_mean_positions,
         ablation_layers=_ints(args.ablation_layers), batch_size=args.batch_size, seed=args.seed)
@@ -82,8 +85,8 @@ def neuron_command(args: argparse.Namespace) -> int:
     from .neurons import Concept, neuron_report
 
     concept = Concept.parse(args.concept)
+    texts = _texts(args)  # before the model: a missing dataset fails at once
     hm = load_from_args(args)
-    texts = _texts(args)
     out = Path(args.out or f"runs/neuron-{datetime.now():%Y%m%d-%H%M%S}")
     report = neuron_report(hm, args.site, args.index, concept, texts, threshold=args.threshold,
                            quantile=args.quantile, n_random=args.random, seed=args.seed, out=out,
@@ -117,7 +120,9 @@ def register(sub) -> None:
     run.add_argument("--compare-layers", default="", help="layers where every method is patched (default: DAS layers)")
     run.add_argument("--positions", default="all,comma", help="position sets: all, comma, punctuation, non_comma")
     run.add_argument("--max-per-sentiment", type=int, help="fewer adjectives (quick runs)")
-    run.add_argument("--sst", default="../shared/data/sst", help="folder with sst_{train,dev,test}.txt")
+    run.add_argument("--sst", default="sst",
+                     help="registry dataset 'sst' (default; `workbench data fetch sst`) or a folder with "
+                          "sst_{train,dev,test}.txt")
     run.add_argument("--sst-split", default="dev")
     run.add_argument("--sst-limit", type=int, default=300, help="SST sentences (0 skips the SST ablation)")
     run.add_argument("--sst-positions", default="all,comma",
@@ -147,7 +152,7 @@ def register(sub) -> None:
     neuron.add_argument("--index", type=int, required=True, help="neuron index within the site")
     neuron.add_argument("--concept", required=True, help="'words:good,great,fine' or 'regex:^(good|great)$'")
     neuron.add_argument("--texts", help="a text file, one text per line (default: SST sentences)")
-    neuron.add_argument("--sst", default="../shared/data/sst")
+    neuron.add_argument("--sst", default="sst", help="registry dataset 'sst' (default) or an SST folder")
     neuron.add_argument("--sst-split", default="dev")
     neuron.add_argument("--limit", type=int, default=200)
     neuron.add_argument("--threshold", type=float, help="activation threshold (default: the --quantile of activations)")

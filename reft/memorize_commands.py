@@ -4,8 +4,9 @@
     workbench memorize-sweep --text alice --tokens 16,32,64,128 --layers 5,15,25 \\
         --variants natural,shuffled,random --max-steps 300 --out runs/mem-sweep
 
-``--text`` is ``alice`` (alice29.txt from the brotli sdist on PyPI, cached outside the repo) or a
-path to any UTF-8 text. A killed sweep continues where it stopped when run again with the same
+``--text`` is a registry text (``alice``, alias of ``alice29``: the Canterbury alice29.txt from the
+brotli sdist on PyPI; ``alice-pg11``: Gutenberg #11), fetched once with ``workbench data fetch
+NAME``, or a path to any UTF-8 text. A killed sweep continues where it stopped when run again with the same
 ``--out``. Registered as the ``workbench.commands`` entry point ``memorize`` (pyproject.toml).
 """
 
@@ -88,6 +89,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     grid = {"n_tokens": args.tokens, "layer": args.layers, "rank": args.ranks, "kind": args.kinds,
             "variant": args.variants, "n_pairs": args.pairs, "seed": args.seeds}
     out = Path(args.out or f"runs/memorize-sweep-{datetime.now():%Y%m%d-%H%M%S}")
+    from workbench.data.texts import resolve_text_path
+    resolve_text_path(args.text)  # before the model: a missing dataset fails at once with the fetch command
     hm = _setup(args)
     df = memorize_sweep(hm, args.text, grid, base, out=out, stop_after_failure=not args.no_stop_after_failure,
                         progress=not args.quiet)
@@ -102,7 +105,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _training_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text", default="alice", help="'alice' (PyPI brotli sdist copy) or a text file path")
+    parser.add_argument("--text", default="alice",
+                        help="'alice' (= alice29, `workbench data fetch alice29`), 'alice-pg11', or a text file path")
     parser.add_argument("--position", type=int, default=-1, help="key token to edit (-1: its last)")
     parser.add_argument("--key", default="ALIC#ID{i}->", help="key prompt; {i} numbers the pairs")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam step size")

@@ -27,7 +27,9 @@ def test_options_parse():
     assert (args.attribute, args.others, args.layer, args.k, args.method) == ("Country", ["Continent"], 5, 4, "boundless")
     assert args.examples == [10, 5, 5] and args.data == "geonames-cities" and args.position == "entity-last"
     args = _parser().parse_args(["ravel", "--methods", "pca", "das", "--max-entity-tokens", "1"])
-    assert args.methods == ["pca", "das"] and args.attributes == ["Country", "Continent"] and args.max_entity_tokens == 1
+    assert args.methods == ["pca", "das"] and args.attributes is None and args.max_entity_tokens == 1  # None: the first two
+    args = _parser().parse_args(["ravel", "--attributes", "Country of Birth", "Field", "--entity-type", "verb"])
+    assert args.attributes == ["Country of Birth", "Field"] and args.entity_type == "verb"
     with pytest.raises(SystemExit):
         _parser().parse_args(["ravel", "--methods", "sae"])
 

@@ -1,78 +1,127 @@
-"""RAVEL data: the loader (shared files, malformed files), the geonames default, queries, counterfactuals."""
+"""RAVEL data: the loader (the registry's copy, synthetic releases with every quirk, malformed
+files), the geonames default, queries, counterfactuals, and the CLI on every entity type."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
+import pandas as pd
 import pytest
 import torch
 
-from conftest import SHARED_DATA, word_tokenizer
-from workbench.data import (RavelData, answer_text, build_queries, city_dataset, entity_last_token, filter_correct,
-                            load_ravel, ravel_counterfactuals)
+from conftest import tiny_model, word_tokenizer
+from ravel_fixtures import LAUREATES, quirky_nobel_release, write_release
+from workbench import cli
+from workbench.data import (DataReport, RavelData, answer_text, build_queries, city_dataset, entity_last_token,
+                            filter_correct, load_ravel, ravel_counterfactuals)
+from workbench.data.registry import RAVEL_TYPES
 
-RAVEL = SHARED_DATA / "ravel"
-needs_ravel = pytest.mark.skipif(not (RAVEL / "ravel_city_entity_attributes.json").exists(),
-                                 reason=f"shared RAVEL data not found at {RAVEL}")
 
-
-@needs_ravel
-def test_loads_shared_ravel_city_data():
-    data = load_ravel(RAVEL, "city")
+def test_loads_registry_ravel_city_data(shared_cache):
+    data = load_ravel("ravel", "city")  # the session cache, imported from the offline mirror with --from
+    assert data.origin == str(shared_cache / "ravel")
     assert len(data.entities()) == 3552
     assert data.attribute_names == ["Continent", "Country", "Language", "Latitude", "Longitude", "Timezone"]
     assert data.attributes["Aalborg"]["Country"] == "Denmark"
     assert {len(data.entities(s)) for s in ("train", "val", "test")} == {1787, 818, 947}
     assert all(t.count("%s") == 1 for a in data.attribute_names for t in data.templates(a))
     assert sum(len(data.templates(a, "test")) for a in data.attribute_names) == 69
+    assert set(data.report.outcome) == {"kept"}  # the city files have no quirks
     small = data.restrict(["Country"], ["Aalborg", "Aarau", "nowhere"])
     assert small.entities() == ["Aalborg", "Aarau"] and small.attribute_names == ["Country"]
     with pytest.raises(KeyError, match="available"):
         data.templates("Population")
+    with pytest.raises(FileNotFoundError, match=r"ravel \(occupation\) is not in the cache .*\['city'\].*"
+                                                r"workbench data fetch ravel"):
+        load_ravel("ravel", "occupation")  # the mirror has only cities
 
 
-def _copy(tmp_path):
-    if not RAVEL.exists():
-        pytest.skip(f"shared RAVEL data not found at {RAVEL}")
-    for f in RAVEL.glob("ravel_city_*.json"):
-        shutil.copy(f, tmp_path / f.name)
-    return tmp_path
+def _counts(report: pd.DataFrame) -> dict:
+    return {(r.what, r.outcome): r.count for r in report.itertuples()}
 
 
-def _edit(path, change):
-    obj = json.loads(path.read_text())
-    change(obj)
-    path.write_text(json.dumps(obj))
+def test_quirky_release_is_loaded_and_every_skip_counted(tmp_path):
+    data = load_ravel(quirky_nobel_release(tmp_path), "nobel_prize_winner")
+    counts = _counts(data.report)
+    assert counts[("entities", "kept")] == len(LAUREATES) == len(data.entities())
+    assert counts[("entities", "duplicate_entity")] == 2  # a repeated key, and the NFD spelling of Schrödinger
+    assert counts[("entities", "no_values")] == 1 and counts[("entities", "no_split")] == 1
+    assert counts[("values", "empty_value")] >= 2 * len(LAUREATES) + 1  # Award Year "", Gender null, Bohr's Field
+    assert counts[("attributes", "no_values")] == 2  # Award Year and Gender: templates, no values
+    assert counts[("templates", "not_one_%s")] == 1 and counts[("templates", "no_split")] == 1
+    assert data.attribute_names == ["Country of Birth", "Field"]
+    assert data.attributes["Marie Curie"] == {"Field": "Physics", "Country of Birth": "Poland"}  # the first kept
+    assert "Erwin Schrödinger" in data.attributes and data.attributes["Niels Bohr"] == {"Country of Birth": "Denmark"}
+    assert data.resolve(["country_of_birth", "FIELD"]) == ["Country of Birth", "Field"]
+    with pytest.raises(KeyError, match=r"'Award Year' not in .*dropped at load \(no_values\): Award Year; Gender"):
+        data.resolve(["Award Year"])
 
 
-@pytest.mark.parametrize("file, change, pattern", [
-    ("ravel_city_entity_attributes.json", lambda o: o["Aalborg"].update(Country=["Denmark"]),
-     r"entity_attributes.json: entity 'Aalborg' field 'Country' must be a string"),
-    ("ravel_city_attribute_to_prompts.json", lambda o: o["Country"].append("no placeholder here"),
-     r"attribute_to_prompts.json: field 'Country' has template 'no placeholder here'"),
-    ("ravel_city_entity_to_split.json", lambda o: o.update(Aalborg="dev"),
-     r"entity_to_split.json: field 'Aalborg' has split 'dev'"),
-    ("ravel_city_entity_to_split.json", lambda o: o.pop("Aarau"),
-     r"entity_to_split.json: 1 entity\(s\) have no split, e.g. \['Aarau'\]"),
-    ("ravel_city_attribute_to_prompts.json", lambda o: o.update(Country="one string"),
-     r"attribute_to_prompts.json: field 'Country' must be a list"),
+def test_queries_count_multi_token_values_and_unusable_entities():
+    tok = word_tokenizer()
+    attrs = {"Paris": {"Country": "France", "Kind": "good cat"}, "Rome": {"Country": "Italy"},
+             "dog": {"Country": "", "Kind": "mat"}}
+    data = RavelData("toy", {e: {a: v for a, v in d.items() if v} for e, d in attrs.items()},
+                     {"Country": ["%s is in the country of"], "Kind": ["the %s is a"]},
+                     {e: "train" for e in attrs}, {"%s is in the country of": "train", "the %s is a": "train"})
+    report = DataReport()
+    queries = build_queries(tok, data, ["Country", "Kind"], "train", report=report)
+    counts = _counts(report.frame())
+    assert counts[("queries", "kept")] == len(queries) == 4
+    assert counts[("queries", "no_value")] == 2  # dog has no Country, Rome no Kind
+    assert counts[("multi_token_value", "kept")] == 1  # "good cat": the label is its first token
+    row = queries[(queries.entity == "Paris") & (queries.attribute == "Kind")].iloc[0]
+    assert tok.convert_ids_to_tokens([row.label]) == ["good"]
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda f: f["attributes"]["Paris"].update(Country=["France"]),
+     r"entity_attributes.json: entity 'Paris' field 'Country' must be a string"),
+    (lambda f: f["prompts"]["Country"].append(7), r"attribute_to_prompts.json: field 'Country' has template 7"),
+    (lambda f: f["entity_split"].update(Paris="dev"), r"entity_to_split.json: field 'Paris' has split 'dev'"),
+    (lambda f: f["prompts"].update(Country="one string"), r"attribute_to_prompts.json: field 'Country' must be a list"),
+    (lambda f: f.update(attributes=["Paris"]), r"entity_attributes.json: field '<top level>' must be a JSON object"),
 ])
-def test_malformed_file_names_file_and_field(tmp_path, file, change, pattern):
-    folder = _copy(tmp_path)
-    _edit(folder / file, change)
+def test_files_not_in_ravel_format_name_file_and_field(tmp_path, change, pattern):
+    files = {"attributes": {"Paris": {"Country": "France"}, "Rome": {"Country": "Italy"}},
+             "prompts": {"Country": ["%s is in the country of"]}, "entity_split": {"Paris": "train", "Rome": "test"},
+             "prompt_split": {"%s is in the country of": "train"}}
+    change(files)
+    write_release(tmp_path, "city", files["attributes"], files["prompts"], files["entity_split"], files["prompt_split"])
     with pytest.raises(ValueError, match=pattern):
-        load_ravel(folder)
+        load_ravel(tmp_path)
 
 
-def test_missing_folder_file_and_bad_json(tmp_path):
+def test_missing_folder_file_bad_json_and_nothing_usable(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_ravel(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="ravel_city_entity_attributes.json not found"):
+    with pytest.raises(FileNotFoundError, match="ravel_verb_entity_attributes.json not found"):
+        load_ravel(tmp_path, "verb")
+    write_release(tmp_path, "city", {"Paris": {"Country": ""}}, {"Country": ["%s is in"]})
+    with pytest.raises(ValueError, match="no usable city entities"):
         load_ravel(tmp_path)
     (tmp_path / "ravel_city_entity_attributes.json").write_text("{not json")
     with pytest.raises(ValueError, match="entity_attributes.json: not valid JSON"):
         load_ravel(tmp_path)
+
+
+@pytest.mark.parametrize("entity_type", RAVEL_TYPES)
+def test_every_entity_type_through_the_cli(tmp_path, monkeypatch, capsys, entity_type):
+    """A synthetic release per type (attribute names with spaces, quirks): the CLI loads and filters it
+    and writes data_report.csv; the random model knows nothing, so it then stops with a clear error."""
+    release = quirky_nobel_release(tmp_path / "nobel")
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for path in release.iterdir():  # the same content under this entity type's file names
+        (folder / path.name.replace("nobel_prize_winner", entity_type)).write_bytes(path.read_bytes())
+    monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: tiny_model("llama"))
+    out = tmp_path / "out"
+    code = cli.main(["ravel", "--data", str(folder), "--entity-type", entity_type, "--attributes", "country of birth",
+                     "Field", "--methods", "pca", "--no-reference", "--examples", "4", "2", "2", "--layer", "1",
+                     "--k", "2", "--max-templates", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "no test cause examples for Country of Birth" in captured.err
+    report = pd.read_csv(out / "data_report.csv")
+    assert {"duplicate_entity", "empty_value", "no_values", "model_wrong"} <= set(report.outcome)
+    assert set(report.stage) >= {"load", "queries:train", "filter:test"}
 
 
 def test_geonames_city_set():

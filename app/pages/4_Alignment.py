@@ -14,10 +14,12 @@ from ui import RESULTS_DIR, command_of, model_sidebar, pick_folder, read_json, r
 from probes.ravel import METHODS, REFERENCE, RavelConfig, compare_methods, ravel_figure
 from workbench.das import TrainConfig
 from workbench.data import city_dataset, load_ravel, prepare_ravel
+from workbench.data.registry import complete_groups
 from workbench.runs import save_run
 from workbench.sites import Site
 
 GEONAMES = "geonames (embedded city set)"
+RAVEL_CACHE = "RAVEL (data cache): "  # + entity type, from `workbench data fetch ravel`
 SCORES = ["cause", "isolate", "disentangle"]
 
 
@@ -45,8 +47,11 @@ def iia_per_layer(root: str, stamp: tuple) -> pd.DataFrame:
 def entity_data(source: str):
     if source == GEONAMES:
         return city_dataset()
+    if source.startswith(RAVEL_CACHE):
+        return load_ravel("ravel", source.removeprefix(RAVEL_CACHE))
     folder = Path(source)
-    entity_type = next(folder.glob("ravel_*_entity_attributes.json")).name.split("_")[1]
+    entity_type = next(folder.glob("ravel_*_entity_attributes.json")).name.removeprefix("ravel_").removesuffix(
+        "_entity_attributes.json")
     return load_ravel(folder, entity_type)
 
 
@@ -118,11 +123,13 @@ if folder is not None:
                 st.dataframe(read_table(folder, "kept.csv"), hide_index=True)
 
 st.subheader("Run a small configuration")
-sources = [GEONAMES] + saved_folders(RESULTS_DIR, "ravel_*_entity_attributes.json")
-source = st.selectbox("Entity data (RAVEL-format folders under the results folder)", sources, key="data")
+sources = [GEONAMES] + [RAVEL_CACHE + t for t in complete_groups("ravel")] + \
+    saved_folders(RESULTS_DIR, "ravel_*_entity_attributes.json")
+source = st.selectbox("Entity data (the data cache, or RAVEL-format folders under the results folder)", sources,
+                      key="data")
 data = None
 with user_errors():
-    data = entity_data(GEONAMES if source == GEONAMES else str(RESULTS_DIR / source))
+    data = entity_data(source if source == GEONAMES or source.startswith(RAVEL_CACHE) else str(RESULTS_DIR / source))
 if hm is not None and data is not None:
     names = data.attribute_names
     if st.session_state.get("attributes_of") != source:  # new data: its first two attributes

@@ -22,7 +22,7 @@ from workbench.hooked import HookedModel
 from workbench.runs import save_run
 
 from workbench.data.reviews import contrast_pairs, toy_movie_reviews
-from workbench.data.sst import load_sst
+from workbench.data.sst import load_sst, sst_folder
 from .experiments import patching_curve, sst_ablation
 from .figures import recovery_figure, similarity_heatmap
 from .fit import fit_sentiment_directions
@@ -44,7 +44,7 @@ class SentimentConfig:
     position_sets: tuple[str, ...] = ("all", "comma")
     test_fraction: float = 0.3
     max_per_sentiment: int | None = None  # fewer adjectives for quick runs
-    sst_folder: str | None = "../shared/data/sst"  # None skips the SST ablation
+    sst_folder: str | None = "sst"  # registry dataset name or a folder; None skips the SST ablation
     sst_split: str = "dev"
     sst_limit: int | None = 300
     sst_position_sets: tuple[str, ...] = ("all", "comma")  # the first is the reference for share_of_all
@@ -68,6 +68,7 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
         if bad:
             raise ValueError(f"{name} {bad}: model has {n} layers (0-{n - 1})")
     fit_layers = sorted(set(layers) | set(config.das_layers) | set(ablation_layers))
+    sst_source = None if config.sst_folder is None else sst_folder(config.sst_folder)  # fails now, not at the end
     record = {"model": hm.name, **asdict(config), "layers": layers, "ablation_layers": ablation_layers}
 
     reviews = toy_movie_reviews(hm.tokenizer, config.test_fraction, config.seed, config.max_per_sentiment)
@@ -98,8 +99,8 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
     summary = {"model": hm.name, "n_reviews": len(reviews), "n_test_pairs": len(pairs),
                "test_accuracy": fitted.scores.query("split == 'test'").groupby("method")["accuracy"].min().to_dict(),
                "recovery": curve.to_dict("records")}
-    if config.sst_folder is not None:
-        sst = load_sst(config.sst_folder, config.sst_split, limit=config.sst_limit, seed=config.seed)
+    if sst_source is not None:
+        sst = load_sst(sst_source, config.sst_split, limit=config.sst_limit, seed=config.seed)
         table = sst_ablation(hm, sst, fitted, ablation_layers, config.ablation_method, config.sst_position_sets,
                              config.ablation_value, component=config.component, batch_size=config.batch_size // 2,
                              seed=config.seed, mean_positions=config.sst_mean_positions)

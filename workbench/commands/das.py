@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                           _splits(args.examples), _splits(args.entities), args.max_templates, args.seed,
                           progress=True, max_entity_tokens=args.max_entity_tokens)
     print(setup.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = Path(args.out or f"runs/das-{datetime.now():%Y%m%d-%H%M%S}")
+    save_data_report(out, setup.report)  # before training, so a failed run still shows what was dropped
     examples = {split: setup.examples[split][args.attribute] for split in ("train", "val", "test")}
     torch.manual_seed(args.seed)
     intervention = build_intervention(args.method, hm.site_size(site), args.k, args.max_rank, dtype=hm.dtype,
@@ -117,14 +119,12 @@ def run(args: argparse.Namespace) -> int:
     scores = {kind: evaluate(hm, site, intervention, examples["test"][kind]) for kind in ("cause", "isolate")
               if len(examples["test"][kind])}
     table = pd.concat([e.examples for e in scores.values()], ignore_index=True)
-    out = Path(args.out or f"runs/das-{datetime.now():%Y%m%d-%H%M%S}")
     run_config = {"command": "das", **{k: v for k, v in vars(args).items() if k != "func"}, "site": str(site),
                   "train_config": asdict(config), "val_iia": result.val_iia, "best_epoch": result.best_epoch,
                   "test_iia": {k: e.iia for k, e in scores.items()}, "train_seconds": round(result.seconds, 1),
                   "seconds": round(time.time() - started, 1),
                   "kept": setup.summary.to_dict(orient="records"), "data_origin": data.origin}
     paths = save_run(out, table.drop(columns=["base_ids", "source_ids"], errors="ignore"), run_config)
-    save_data_report(out, setup.report)
     result.history.to_csv(out / "history.csv", index=False)
     state = {k: v.detach().contiguous() for k, v in intervention.state_dict().items()}
     save_file({**state, "basis": intervention.basis().contiguous()}, str(out / "intervention.safetensors"),

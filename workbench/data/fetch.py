@@ -182,7 +182,8 @@ def _extract(entry: Dataset, archive: Path, staged: Path) -> None:
                     member.name = base
                     tar.extract(member, staged, filter="data")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"{archive.name} is not a readable tar archive ({error}); nothing was installed. "
+        reason = str(error).splitlines()[0].rstrip(":") or type(error).__name__
+        raise ValueError(f"{archive.name} is not a readable tar archive ({reason}); nothing was installed. "
                          f"Fetch again, or pass another copy with --from") from None
 
 
