@@ -1,6 +1,6 @@
 """LoReFT vs LoRA (peft) on SST-2 with SmolLM2-135M-Instruct, at a matched training budget.
 
-SST-2 from ../shared/data/sst (5-class SST: label 3 dropped, 1-2 negative, 4-5 positive), posed
+SST-2 from the registry dataset ``sst`` (``workbench data fetch sst``; 5-class SST: label 3 dropped, 1-2 negative, 4-5 positive), posed
 generatively: prompt ``Review: <sentence>\\nSentiment:``, target `` positive`` / `` negative``.
 Both methods train on the same examples in the same order for the same number of AdamW steps
 (linear schedule, 10% warm-up), with the loss on the label token only (logits computed there
@@ -25,15 +25,25 @@ import torch
 from torch.nn.functional import cross_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
-SST = ROOT.parent / "shared" / "data" / "sst"
+SHARED_SST = ROOT.parent / "shared" / "data" / "sst"  # this environment's offline mirror (benchmarks only)
 TEMPLATE = "Review: {}\nSentiment:"
 WORDS = (" negative", " positive")
 
 
+def sst_folder() -> Path:
+    """The registry's ``sst`` (imported from the offline mirror with --from when the cache lacks it)."""
+    from workbench.data.fetch import import_from
+    from workbench.data.registry import DatasetMissing, dataset_path
+    try:
+        return dataset_path("sst")
+    except DatasetMissing as error:
+        if not SHARED_SST.is_dir():
+            sys.exit(f"{error}; nothing to do")
+        return import_from("sst", SHARED_SST)
+
+
 def load_sst2(split: str) -> list[tuple[str, int]]:
-    path = SST / f"sst_{split}.txt"
-    if not path.exists():
-        sys.exit(f"SST data not found at {path} (expected ../shared/data/sst); nothing to do")
+    path = sst_folder() / f"sst_{split}.txt"
     pairs = []
     for line in path.read_text().splitlines():
         label, text = line.split("\t", 1) if "\t" in line else line.split(" ", 1)
