@@ -179,3 +179,16 @@ def test_format_1_checkpoints_load_with_the_same_rows(tmp_path):
     (tmp_path / "old" / "reft_config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format 'workbench-reft/0'; this version reads 'workbench-reft/2'"):
         load_reft(tmp_path / "old", hm)
+
+
+def test_import_datasets_from_the_repository_root_is_hugging_faces():
+    """The cards folder datasets/ has no package in it; Python would still make it a namespace
+    package if Hugging Face's datasets were missing, and the HF Trainer would then break."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import datasets; print(hasattr(datasets, 'Dataset'))"
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, cwd=root, check=True)
+    assert done.stdout.strip() == "True"

@@ -270,12 +270,17 @@ class HookedModel:
             mask = kwargs.get("attention_mask")
             mask = torch.ones_like(ids) if mask is None else mask
             decoding = _past_length(kwargs) > 0  # a cached generation step: only new tokens
+            memo: dict[int, Positions] = {}  # items sharing a selector resolve it once per call
             for r in resolved:
                 if decoding:
                     step = torch.full((ids.shape[0], 1), ids.shape[1] - 1, device=ids.device)
                     r.positions = Positions(step, torch.ones_like(step, dtype=torch.bool)) if mode == "every_step" else None
                     continue
-                r.positions = r.item.positions.resolve(ids, mask, self.tokenizer)
+                key = id(r.item.positions)
+                if key not in memo:
+                    memo[key] = r.item.positions.resolve(ids, mask, self.tokenizer)
+                    memo[key].all_valid  # noqa: B018  one host sync per call, not one per layer
+                r.positions = memo[key]
                 if r.source is not None and r.source.shape[0] not in (1, ids.shape[0]):
                     raise ValueError(
                         f"source batch size {r.source.shape[0]} differs from the base's {ids.shape[0]} "

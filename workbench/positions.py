@@ -32,7 +32,12 @@ class Positions:
 
     @property
     def all_valid(self) -> bool:
-        return bool(self.mask.all())
+        """Whether every slot is valid; computed once (on CUDA reading it synchronizes the host)."""
+        cached = self.__dict__.get("_all_valid")
+        if cached is None:
+            cached = bool(self.mask.all())
+            object.__setattr__(self, "_all_valid", cached)
+        return cached
 
 
 def _starts_and_lengths(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
