@@ -148,3 +148,18 @@ def test_fp16_das_trains_with_a_grad_scaler():
                                                                                progress=False))
     losses = result.history["loss"].tolist()
     assert losses[-1] < losses[0] and all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float16])
+def test_half_precision_memorization_fast_path_equals_naive(dtype):
+    from test_memorization import capable_llama, small_task
+
+    from reft.memorize import MemorizeConfig, memorize
+
+    hm = capable_llama()
+    hm.model.to(dtype)
+    task = small_task(n_tokens=4, variant="random", seed=0)
+    rows = [memorize(hm, task, MemorizeConfig(n_tokens=4, layer=0, rank=1, variant="random", lr=0.03, max_steps=30,
+                                              seed=1, path=path), progress=False) for path in ("fast", "naive")]
+    assert rows[0]["loss_final"] == pytest.approx(rows[1]["loss_final"], rel=1e-2)
+    assert rows[0]["loss_final"] < 0.5 * rows[0]["loss_first"]

@@ -167,6 +167,7 @@ def _train(hm, task, config, forward, intervention, optimizer, targets, progress
     train_prefix = torch.zeros(task.n_pairs, dtype=torch.long)
     last_verify = -10**9
     started = time.perf_counter()
+    scaler = torch.amp.GradScaler(hm.device.type) if hm.dtype == torch.float16 else None
     bar = tqdm(total=config.max_steps, disable=not progress, leave=False,
                desc=f"memorize N={task.n_tokens} L{config.layer} r{config.rank} {config.variant}")
     step = 0
@@ -191,8 +192,13 @@ def _train(hm, task, config, forward, intervention, optimizer, targets, progress
             verified = None
             break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # fp16 model: scale so small gradients survive; fp32 master values are unscaled
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]:.3f}", prefix=int(train_prefix.min()))
