@@ -52,15 +52,15 @@ LAUREATES = {
     "Mother Teresa": ("Peace", "North Macedonia"), "Desmond Tutu": ("Peace", "South Africa"),
     "Milton Friedman": ("Economics", "United States"), "Paul Krugman": ("Economics", "United States"),
 }
-NOBEL_PROMPTS = {
-    "Field": ["%s won the Nobel Prize in", "The Nobel Prize that %s received was in the field of",
-              "%s is a Nobel laureate in the field of", "Q: In which field did %s win a Nobel Prize?\nA:"],
+NOBEL_PROMPTS = {  # split train, val, test, train (forms SmolLM2-135M answers for train and test)
+    "Field": ["%s won the Nobel Prize in", "%s is a Nobel laureate in the field of",
+              "%s received the Nobel Prize in", "Q: In which field did %s win a Nobel Prize?\nA:"],
     "Country of Birth": ["%s was born in the country of", "The country where %s was born is",
-                         "%s, a Nobel laureate, was born in", "Q: In which country was %s born?\nA:"],
+                         "Q: In which country was %s born?\nA:", "%s, a Nobel laureate, was born in"],
     "Award Year": ["%s won the Nobel Prize in the year", "The year %s received the Nobel Prize was"],
     "Gender": ["%s is a"],
 }
-NOBEL_TEMPLATE_SPLITS = ("train", "train", "val", "test")
+NOBEL_TEMPLATE_SPLITS = ("train", "val", "test", "train")
 
 
 def quirky_nobel_release(folder: Path) -> Path:
@@ -75,7 +75,7 @@ def quirky_nobel_release(folder: Path) -> Path:
     prompts["Field"] = prompts["Field"] + ["The Nobel Prize field, with no slot"]  # no %s: skipped
     prompts["Country of Birth"] = prompts["Country of Birth"] + ["%s came into the world in"]  # no split
     names = list(LAUREATES) + ["Nobody Atall"]
-    entity_split = {e: ("train", "train", "val", "test")[i % 4] for i, e in enumerate(names)}
+    entity_split = {e: ("train", "val", "test")[i % 3] for i, e in enumerate(names)}
     prompt_split = {t: NOBEL_TEMPLATE_SPLITS[i % 4] for ts in NOBEL_PROMPTS.values() for i, t in enumerate(ts)}
     prompt_split["The Nobel Prize field, with no slot"] = "train"
     body = json.dumps(attributes, ensure_ascii=False, indent=1)  # then two duplicates after the originals:
