@@ -7,17 +7,18 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 
 DASHES = {"natural": "solid", "shuffled": "dash", "random": "dot"}
 
 
-def capacity_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+def capacity_figure(df: pd.DataFrame, title: str | None = None) -> "go.Figure":
     """Share of the target recited exactly (greedy) vs total target tokens (log2 axis).
 
     One line per (layer, variant, rank, kind, pairs); colour follows the layer, dash the variant.
     Hover shows steps, seconds and the exact prefix.
     """
+    import plotly.graph_objects as go  # here, not at the top: reft.memorize must import without plotly (GPU machine)
+
     needed = {"total_tokens", "share", "layer", "variant"}
     if not needed <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(needed - set(df.columns))}; give a memorize_sweep table")
