@@ -46,6 +46,8 @@ def download(url: str, target: Path, sha256: str | None = None, size: int | None
 
     A checksum mismatch deletes the part file and raises `ChecksumError` (expected vs got); an
     interrupted transfer keeps it so the next call resumes, and says so.
+
+    >>> download("https://example.org/f.txt", Path("/tmp/f.txt"), sha256="ab" * 32)   # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
@@ -191,6 +193,9 @@ def fetch(name: str, restart: bool = False, progress: bool = True, entry: Datase
     """Download dataset ``name`` from upstream into the cache (see the module docstring).
 
     ``entry`` replaces the registry's (tests point it at a local server).
+
+    >>> fetch("sst")                                                  # doctest: +SKIP
+    PosixPath('/home/me/.cache/workbench/data/sst')
     """
     entry = entry or get(name)
     if entry.source in ("package", "code"):
@@ -262,6 +267,9 @@ def import_from(name: str, path: str | os.PathLike, source: str | None = None) -
 
     Files with a published sha256 must match it; the others are recorded as unverified. For
     RAVEL, any complete entity type is enough (`verify` lists the missing ones).
+
+    >>> import_from("ravel", "~/copies/ravel")      # a folder with some entity types   # doctest: +SKIP
+    >>> import_from("alice29", "Brotli-1.1.0.tar.gz")                                  # doctest: +SKIP
     """
     entry, path = get(name), Path(path).expanduser()
     if entry.source in ("package", "code"):
@@ -300,7 +308,11 @@ def import_from(name: str, path: str | os.PathLike, source: str | None = None) -
 
 
 def check_installed(entry: Dataset) -> Path:
-    """Package and code datasets: nothing to download; check the package is installed."""
+    """Package and code datasets: nothing to download; check the package is installed.
+
+    >>> check_installed(get("lexicons")).name
+    'vaderSentiment'
+    """
     if entry.source == "code":
         return Path(importlib.util.find_spec(entry.files[0].name.split(":")[0]).origin)
     for module, requirement in entry.packages:
@@ -314,7 +326,11 @@ def check_installed(entry: Dataset) -> Path:
 
 
 def verify(name: str) -> pd.DataFrame:
-    """One row per file: group, status (ok / mismatch / missing / unverified), expected and actual sha256."""
+    """One row per file: group, status (ok / mismatch / missing / unverified), expected and actual sha256.
+
+    >>> verify("persona-instructions").status.tolist()
+    ['ok']
+    """
     entry = get(name)
     rows = []
     if entry.source == "code":
@@ -343,7 +359,11 @@ def verify(name: str) -> pd.DataFrame:
 
 
 def status(name: str) -> str:
-    """present / partial (some groups) / missing / mismatch, from `verify` without hashing big files."""
+    """present / partial (some groups) / missing, from which files exist (nothing is hashed).
+
+    >>> status("toy-movie-reviews"), status("geonames-cities")
+    ('built in', 'installed')
+    """
     entry = get(name)
     if entry.source == "code":
         return "built in"
@@ -361,7 +381,11 @@ def status(name: str) -> str:
 
 
 def listing() -> pd.DataFrame:
-    """Every registry dataset with its source, version, license and cache status."""
+    """Every registry dataset with its source, version, license and cache status.
+
+    >>> listing().name.tolist()[:2]
+    ['ravel', 'sst']
+    """
     from .registry import REGISTRY
     return pd.DataFrame([{"name": e.name, "source": e.source, "version": e.version, "license": e.license,
                           "status": status(e.name)} for e in REGISTRY.values()])

@@ -166,14 +166,22 @@ class DatasetMissing(FileNotFoundError):
 
 
 def data_root() -> Path:
-    """The cache folder: ``$WORKBENCH_DATA``, else ``$WORKBENCH_CACHE/data`` (``~/.cache/workbench/data``)."""
+    """The cache folder: ``$WORKBENCH_DATA``, else ``$WORKBENCH_CACHE/data`` (``~/.cache/workbench/data``).
+
+    >>> data_root().name == "data" or "WORKBENCH_DATA" in os.environ
+    True
+    """
     if os.environ.get("WORKBENCH_DATA"):
         return Path(os.environ["WORKBENCH_DATA"]).expanduser()
     return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench")).expanduser() / "data"
 
 
 def get(name: str) -> Dataset:
-    """The entry named ``name`` (or one of its aliases); an error lists the names."""
+    """The entry named ``name`` (or one of its aliases); an error lists the names.
+
+    >>> get("alice").name, get("geonames").source
+    ('alice29', 'package')
+    """
     for entry in REGISTRY.values():
         if name == entry.name or name in entry.aliases:
             return entry
@@ -181,7 +189,11 @@ def get(name: str) -> Dataset:
 
 
 def is_name(name) -> bool:
-    """Whether ``name`` names a registry dataset (a str that is a name or alias)."""
+    """Whether ``name`` names a registry dataset (a str that is a name or alias).
+
+    >>> is_name("sst"), is_name("runs/sst")
+    (True, False)
+    """
     return isinstance(name, str) and any(name == e.name or name in e.aliases for e in REGISTRY.values())
 
 
@@ -207,7 +219,11 @@ def package_dir(module: str, requirement: str) -> Path:
 
 
 def file_paths(name: str) -> dict[str, Path]:
-    """Where each file of a package or cached dataset is (present or not)."""
+    """Where each file of a package or cached dataset is (present or not).
+
+    >>> sorted(file_paths("sst"))
+    ['sst_dev.txt', 'sst_test.txt', 'sst_train.txt']
+    """
     entry = get(name)
     if entry.source == "package":
         paths = {}
@@ -222,7 +238,11 @@ def file_paths(name: str) -> dict[str, Path]:
 
 
 def complete_groups(name: str) -> list[str]:
-    """Groups (e.g. RAVEL entity types) whose files are all in the cache."""
+    """Groups (e.g. RAVEL entity types) whose files are all in the cache.
+
+    >>> complete_groups("ravel")                                      # doctest: +SKIP
+    ['city']
+    """
     entry, paths = get(name), file_paths(name)
     return [g for g in entry.groups if all(paths[f.name].exists() for f in entry.files if f.group == g)]
 
@@ -231,6 +251,10 @@ def dataset_path(name: str, group: str | None = None) -> Path:
     """The folder holding dataset ``name`` (for a grouped one, with ``group`` complete).
 
     A missing dataset raises `DatasetMissing` naming the fetch command.
+
+    >>> dataset_path("ravel", group="verb")                           # doctest: +SKIP
+    Traceback (most recent call last):
+    DatasetMissing: dataset ravel (verb) is not in the cache ...: run `workbench data fetch ravel` ...
     """
     entry = get(name)
     if entry.source == "code":
@@ -260,7 +284,11 @@ def dataset_path(name: str, group: str | None = None) -> Path:
 
 
 def manifest(name: str) -> dict:
-    """The provenance a fetch or import wrote (empty when there is none)."""
+    """The provenance a fetch or import wrote (empty when there is none).
+
+    >>> manifest("sst")["source"]                                     # doctest: +SKIP
+    'https://raw.githubusercontent.com/prrao87/fine-grained-sentiment/a440166/data/sst/sst_train.txt, ...'
+    """
     path = data_root() / get(name).name / MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
