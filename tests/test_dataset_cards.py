@@ -68,3 +68,10 @@ def test_datasets_folder_never_shadows_hugging_face_datasets(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "site")], capture_output=True,
                           text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "installed"
+
+
+def test_import_datasets_from_the_repository_root_is_not_our_folder():
+    code = "import importlib.util as u; s = u.find_spec('datasets'); print(s.origin if s else None)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    origin = done.stdout.strip()
+    assert origin != "None" and not origin.startswith(str(CARDS)), f"`import datasets` resolves to {origin}"
