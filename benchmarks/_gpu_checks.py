@@ -135,7 +135,7 @@ def check_generation(hm, reft, new_tokens: int, tie_tol: float) -> dict:
     a near-tie: its reference logit within ``tie_tol`` of the reference maximum (rounding noise).
     Tokens after a row's first EOS are padding and not compared."""
     from reft.generate import generate_ids
-    from workbench.das import pad_left
+    from workbench.padding import left_pad as pad_left
     gen = torch.Generator().manual_seed(9)
     prompts = [torch.randint(3, hm.model.config.vocab_size, (n,), generator=gen).tolist() for n in (7, 10, 5, 10)]
     batch = {k: v.to(hm.device) for k, v in pad_left(prompts, 0).items()}  # (B, P), left-padded

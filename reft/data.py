@@ -16,7 +16,6 @@ from typing import Sequence
 
 import torch
 
-from workbench.padding import left_pad, pad_id_of  # noqa: F401  (re-exported for reft.train, reft.generate)
 
 IGNORE = -100
 

@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 
 from workbench import orthogonal
+from workbench.padding import left_pad, pad_id_of
 
-from .data import encode_prompt, format_prompt, has_chat_template, left_pad, pad_id_of
+from .data import encode_prompt, format_prompt, has_chat_template
 
 
 def prompt_batch(tokenizer, prompts: Sequence[str], chat_template: bool | None = None,

@@ -16,7 +16,9 @@ import os
 
 from transformers import Trainer
 
-from .data import Collator, pad_id_of
+from workbench.padding import pad_id_of
+
+from .data import Collator
 from .saving import load_weights_into, save_reft
 from .train import no_decay_names
 

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workbench.checkpoints import atomic_dir, complete_dir, load_optimizer, load_rng, save_optimizer, save_rng
 from workbench.orthogonal import orthonormal_parameter_names
+from workbench.padding import pad_id_of
 from workbench.runs import atomic_write
 
-from .data import Collator, pad_id_of
+from .data import Collator
 from .saving import load_weights_into, save_reft
 
 MIXED = ("auto", "no", "bf16", "fp16")
@@ -123,34 +124,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
 
 
-# ---- optimizer state as safetensors + JSON -------------------------------------------------
-def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
-    meta = {"param_groups": state["param_groups"], "scalars": scalars}
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Read optimizer state on the CPU; ``load_state_dict`` moves each entry to its parameter's device."""
-    tensors = load_file(str(path.with_suffix(".safetensors")))
-    meta = json.loads(path.with_suffix(".json").read_text())
-    state: dict[int, dict] = {}
-    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
-        index, key = name.split(".", 1)
-        if key == "step" and isinstance(value, torch.Tensor):
-            value = value.cpu()  # AdamW keeps `step` on the CPU unless capturable
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 # ---- the loop --------------------------------------------------------------------------------
 def _batches(n: int, batch_size: int, epoch: int, seed: int) -> list[list[int]]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
@@ -198,21 +171,26 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     autocast, scaler = autocast_for(device, config.mixed_precision, model_dtype)
     out = Path(config.output_dir) if config.output_dir else None
     ckpt = out / "checkpoint" if out else None
-    result, start_step = TrainResult(steps=0), 0
-    if ckpt is not None and resume and (ckpt / "trainer_state.json").exists():
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        load_weights_into(model, ckpt)
-        load_optimizer(optimizer, ckpt / "optimizer")
-        start_step, result.history = state["step"], state["history"]
-    torch.manual_seed(config.seed + start_step)  # dropout stream; resumed runs continue from here
+    result, start_step, finished = TrainResult(steps=0), 0, False
+    found = complete_dir(ckpt) if ckpt is not None and resume else None  # survives a kill at any point
+    torch.manual_seed(config.seed)  # dropout stream; a resumed run restores it from the checkpoint
+    if found is not None and (found / "trainer_state.json").exists():
+        state = json.loads((found / "trainer_state.json").read_text())
+        load_weights_into(model, found)
+        load_optimizer(optimizer, found / "optimizer")
+        if (found / "rng.safetensors").exists():
+            load_rng(found / "rng.safetensors")
+        start_step, result.history, finished = state["step"], state["history"], state.get("finished", False)
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, done: bool = False) -> None:
         if ckpt is None:
             return
-        save_reft(model, ckpt)
-        save_optimizer(optimizer, ckpt / "optimizer")
-        state = {"step": step, "history": result.history, "train_config": asdict(config)}
-        atomic_write(ckpt / "trainer_state.json", lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
+        state = {"step": step, "history": result.history, "train_config": asdict(config), "finished": done}
+        with atomic_dir(ckpt) as folder:  # weights, optimizer, RNG and state swap in together
+            save_reft(model, folder)
+            save_optimizer(optimizer, folder / "optimizer")
+            save_rng(folder / "rng.safetensors")
+            (folder / "trainer_state.json").write_text(json.dumps(state, indent=1))
 
     def run_eval(step: int) -> dict:
         metrics = eval_fn(model) if eval_fn else {}
@@ -259,11 +237,12 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
             if config.save_every and step % config.save_every == 0 and step < total:
                 checkpoint(step)
     bar.close()
-    run_eval(step)
+    if not finished:  # a resumed finished run has its final evaluation in the history already
+        run_eval(step)
     result.steps, result.seconds = step, round(time.time() - started, 2)
     model.eval()
     if out is not None:
-        checkpoint(step)
+        checkpoint(step, done=True)
         save_reft(model, out)
         atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
         atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))

@@ -62,7 +62,7 @@ def planted_pairs(n: int, seed: int) -> CounterfactualData:
 def test_planted_model_answers_its_variable():
     hm, _ = planted_model()
     data = planted_pairs(32, seed=5)
-    from workbench.das import pad_left
+    from workbench.padding import left_pad as pad_left
     with torch.no_grad():
         logits = hm.forward(pad_left(data.source_ids, 0)).logits[:, -1]  # (B, V)
     assert torch.equal(logits.argmax(-1), data.labels)

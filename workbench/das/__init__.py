@@ -5,7 +5,7 @@
 
 import torch
 
-from .data import CounterfactualData, pad_left
+from .data import CounterfactualData
 from .interventions import (BoundlessRotatedSpaceIntervention, LowRankRotatedSpaceIntervention,
                             RotatedSpaceIntervention, SubspaceInterchange, orthonormal_rows)
 from .train import (Evaluation, TrainConfig, TrainResult, evaluate, intervened_logits, source_states,
@@ -37,6 +37,6 @@ def build_intervention(method: str, d: int, k: int, max_rank: int | None = None,
 __all__ = [
     "BoundlessRotatedSpaceIntervention", "CounterfactualData", "Evaluation", "LowRankRotatedSpaceIntervention",
     "METHODS", "RotatedSpaceIntervention", "SubspaceInterchange", "TrainConfig", "TrainResult",
-    "build_intervention", "evaluate", "intervened_logits", "orthonormal_rows", "pad_left", "source_states",
+    "build_intervention", "evaluate", "intervened_logits", "orthonormal_rows", "source_states",
     "train_alignment", "train_multitask",
 ]

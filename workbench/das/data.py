@@ -17,7 +17,6 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ..padding import left_pad as pad_left, pad_id_of  # noqa: F401  (pad_left: this module's old name)
 
 
 @dataclass
@@ -100,11 +99,6 @@ class CounterfactualData:
         return cls(encode(bases), [list(p) for p in base_positions], encode(sources),
                    [list(p) for p in source_positions], torch.as_tensor(list(labels)),
                    meta if meta is not None else pd.DataFrame())
-
-
-def pad_token_id(hm) -> int:
-    """The model's pad id (its tokenizer's pad, else eos, else 0); see `workbench.padding.pad_id_of`."""
-    return pad_id_of(hm, default=0)
 
 
 def last_logits_kwargs(hm) -> dict:

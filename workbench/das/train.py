@@ -18,6 +18,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -30,8 +31,10 @@ from ..interventions import Intervention
 from ..plan import PlanItem
 from ..positions import Indices
 from ..sites import Site
-from .data import CounterfactualData, last_logits_kwargs, pad_left, pad_token_id
+from ..padding import left_pad, pad_id_of
+from .data import CounterfactualData, last_logits_kwargs
 from .interventions import BoundlessRotatedSpaceIntervention
+from .resume import Progress, load_progress, save_progress
 
 
 @dataclass
@@ -73,12 +76,12 @@ def source_states(hm: HookedModel, site: Site | str, data: CounterfactualData, b
 
     >>> states = source_states(hm, "L1.resid_post", data)                        # doctest: +SKIP
     """
-    site, pad, parts = Site.parse(site), pad_token_id(hm), []
+    site, pad, parts = Site.parse(site), pad_id_of(hm, default=0), []
     if len(data) == 0:
         return torch.zeros(0, data.k, hm.site_size(site), device=hm.device)  # (0, k, d)
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
-        batch = pad_left(data.source_ids[start:stop], pad)
+        batch = left_pad(data.source_ids[start:stop], pad)
         acts = hm.cache(batch, [site], positions=Indices(data.source_positions[start:stop]))
         parts.append(acts[site])  # (b, k, d)
     return torch.cat(parts)  # (N, k, d)
@@ -91,12 +94,12 @@ def intervened_logits(hm: HookedModel, site: Site, intervention: Intervention, d
     ``states`` (N, k, d): cached source states; None runs the sources (the uncached path).
     """
     rows = index.tolist()
-    pad = pad_token_id(hm)
-    batch = pad_left([data.base_ids[i] for i in rows], pad)
+    pad = pad_id_of(hm, default=0)
+    batch = left_pad([data.base_ids[i] for i in rows], pad)
     item = PlanItem(site, Indices([data.base_positions[i] for i in rows]), intervention,
                     source_positions=Indices([data.source_positions[i] for i in rows]),
                     source_values=None if states is None else states[index])
-    sources = None if states is not None else [pad_left([data.source_ids[i] for i in rows], pad)]
+    sources = None if states is not None else [left_pad([data.source_ids[i] for i in rows], pad)]
     with hm.intervene([item], sources=sources):
         out = hm.forward(batch, use_cache=False, **last_logits_kwargs(hm))
     return out.logits[:, -1]  # (B, V): left padding puts every last token in the last column
@@ -145,10 +148,12 @@ def _temperature(config: TrainConfig, step: int, total: int) -> float:
 
 def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[str, Intervention],
                     train: Mapping[str, CounterfactualData], val: Mapping[str, CounterfactualData] | None = None,
-                    config: TrainConfig = TrainConfig()) -> TrainResult:
+                    config: TrainConfig = TrainConfig(), checkpoint: str | Path | None = None) -> TrainResult:
     """Train several interventions at ``site`` jointly (MDAS): each step sums one batch per task.
 
-    Early stopping on the mean validation IIA; the best epoch's parameters are restored.
+    Early stopping on the mean validation IIA; the best epoch's parameters are restored. With
+    ``checkpoint`` (a folder), each epoch ends with a checkpoint there and a run finds and resumes
+    it: killed at any point and run again, it gives what the uninterrupted run gives.
 
     >>> train_multitask(hm, "L12.resid_post", {"Country": das_c, "Continent": das_k},
     ...                 {"Country": cause_isolate_c, "Continent": cause_isolate_k})   # doctest: +SKIP
@@ -176,10 +181,14 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                   for name, d in (val or {}).items()}
     steps_per_epoch = max(math.ceil(len(d) / config.batch_size) for d in train.values())
     total = config.epochs * steps_per_epoch
-    result, rows, best, best_state, waited = TrainResult(pd.DataFrame()), [], -1.0, None, 0
-    bar = tqdm(total=total, desc=f"align {site}", disable=not config.progress, leave=False)
+    result = TrainResult(pd.DataFrame())
+    progress = (load_progress(checkpoint, interventions, optimizer, generator) if checkpoint else None) or Progress()
+    bar = tqdm(total=total, initial=progress.epoch * steps_per_epoch, desc=f"align {site}",
+               disable=not config.progress, leave=False)
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(progress.epoch, config.epochs):
+            if progress.done:
+                break
             for m in interventions.values():
                 m.train()
             orders = {name: torch.randperm(len(d), generator=generator) for name, d in train.items()}
@@ -206,38 +215,46 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                rows += [{"epoch": epoch, "step": global_step, "task": n, "loss": v} for n, v in parts.items()]
+                progress.rows += [{"epoch": epoch, "step": global_step, "task": n, "loss": v} for n, v in parts.items()]
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            progress.epoch = epoch + 1
             if val:
                 scores = [evaluate(hm, site, interventions[n], d, config.eval_batch_size, val_states[n]).iia
                           for n, d in val.items()]
                 score = sum(scores) / len(scores)
-                result.val_iia.append(score)
-                if score > best:
-                    best, waited, result.best_epoch = score, 0, epoch
-                    best_state = {n: copy.deepcopy(m.state_dict()) for n, m in interventions.items()}
+                progress.val_iia.append(score)
+                if score > progress.best:
+                    progress.best, progress.waited, progress.best_epoch = score, 0, epoch
+                    progress.best_state = {n: copy.deepcopy(m.state_dict()) for n, m in interventions.items()}
                 else:
-                    waited += 1
-                    if waited >= config.patience:
-                        result.stopped_early = True
-                        break
+                    progress.waited += 1
+                    if progress.waited >= config.patience:
+                        progress.stopped_early = progress.done = True
+            progress.done = progress.done or progress.epoch >= config.epochs
+            if checkpoint:
+                save_progress(checkpoint, progress, interventions, optimizer, generator)
     finally:
         bar.close()
         for p, flag in frozen:
             p.requires_grad_(flag)
-    if best_state is not None:
+    if progress.best_state is not None:
         for name, m in interventions.items():
-            m.load_state_dict(best_state[name])
+            own = m.state_dict()
+            m.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype)
+                               for k, v in progress.best_state[name].items()})
     for m in interventions.values():
         m.eval()
+    rows = progress.rows
+    result.val_iia, result.best_epoch, result.stopped_early = progress.val_iia, progress.best_epoch, progress.stopped_early
     result.history = pd.DataFrame(rows)
     result.seconds = time.time() - started
     return result
 
 
 def train_alignment(hm: HookedModel, site: Site | str, intervention: Intervention, train: CounterfactualData,
-                    val: CounterfactualData | None = None, config: TrainConfig = TrainConfig()) -> TrainResult:
+                    val: CounterfactualData | None = None, config: TrainConfig = TrainConfig(),
+                    checkpoint: str | Path | None = None) -> TrainResult:
     """Train one intervention (DAS, Boundless DAS) to maximize IIA on ``train``.
 
     >>> result = train_alignment(hm, "L1.resid_post", LowRankRotatedSpaceIntervention(32, 2), train, val)  # doctest: +SKIP
@@ -245,4 +262,4 @@ def train_alignment(hm: HookedModel, site: Site | str, intervention: Interventio
     0.97
     """
     return train_multitask(hm, site, {"task": intervention}, {"task": train},
-                           None if val is None else {"task": val}, config)
+                           None if val is None else {"task": val}, config, checkpoint)
