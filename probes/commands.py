@@ -27,7 +27,7 @@ from .ravel import METHODS
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from workbench.runs import save_run
+    from workbench.runs import atomic_write, save_run
     from workbench.sites import Site
 
     from .ravel import RavelConfig, ravel_figure, run_ravel
@@ -45,13 +45,14 @@ def run(args: argparse.Namespace) -> int:
                          n_test=args.examples[2], seed=args.seed, train=train_config_from_args(args),
                          reference=not args.no_reference)
     out = Path(args.out or f"runs/ravel-{datetime.now():%Y%m%d-%H%M%S}")
-    table, details = run_ravel(hm, data, config, report_to=out / "data_report.csv")
+    # out/resume keeps finished methods and DAS epochs: the same command, killed and run again, resumes
+    table, details = run_ravel(hm, data, config, report_to=out / "data_report.csv", resume_dir=out / "resume")
     run_config = {"command": "ravel", **{k: v for k, v in vars(args).items() if k != "func"},
                   "ravel_config": asdict(config), "data_origin": data.origin, "model": hm.name,
                   "threads": torch.get_num_threads(), "prepare_seconds": round(details["prepare_seconds"], 1),
                   "seconds": round(time.time() - started, 1)}
     paths = save_run(out, table, run_config, figure=ravel_figure(table))
-    details["summary"].to_csv(out / "kept.csv", index=False)
+    atomic_write(out / "kept.csv", lambda tmp: details["summary"].to_csv(tmp, index=False))
     save_data_report(out, details["report"])
     print("kept share of queries the model answers correctly:")
     print(details["summary"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

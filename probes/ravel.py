@@ -16,6 +16,7 @@ trained jointly on Cause and Isolate examples). ``full_patch`` (the whole vector
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,9 @@ from workbench import Patch
 from workbench.das import (CounterfactualData, LowRankRotatedSpaceIntervention, SubspaceInterchange, TrainConfig,
                            evaluate, source_states, train_alignment, train_multitask)
 from workbench.data import RavelData, RavelSetup, prepare_ravel
+from workbench.checkpoints import remove_stale_temps
 from workbench.hooked import HookedModel
+from workbench.runs import atomic_write
 from workbench.sites import Site
 
 from .featurizers import mean_difference_basis, pca_basis, probe_basis
@@ -64,8 +67,11 @@ def _representations(hm: HookedModel, site: Site, kept: pd.DataFrame, batch_size
     return source_states(hm, site, rows, batch_size)[:, 0]  # (n, d)
 
 
-def fit_method(method: str, hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> dict:
-    """One intervention per attribute for ``method`` (trained or fit on the train split)."""
+def fit_method(method: str, hm: HookedModel, setup: RavelSetup, config: RavelConfig,
+               checkpoints: Path | None = None) -> dict:
+    """One intervention per attribute for ``method`` (trained or fit on the train split); DAS
+    training checkpoints each epoch under ``checkpoints`` (and resumes from there) when given."""
+    ckpt = (lambda name: checkpoints / name) if checkpoints is not None else (lambda name: None)  # noqa: E731
     site, k = Site.parse(config.site), config.k
     d = hm.site_size(site)
     train, val = setup.examples["train"], setup.examples["val"]
@@ -91,12 +97,13 @@ def fit_method(method: str, hm: HookedModel, setup: RavelSetup, config: RavelCon
               for a in config.attributes}
     if method == "das":
         for a in config.attributes:
-            train_alignment(hm, site, models[a], train[a]["cause"], val[a]["cause"], config.train)
+            train_alignment(hm, site, models[a], train[a]["cause"], val[a]["cause"], config.train,
+                            checkpoint=ckpt(f"das-{a}"))
         return models
     if method == "mdas":
         both = lambda split: {a: CounterfactualData.concat([split[a]["cause"], split[a]["isolate"]])  # noqa: E731
                               for a in config.attributes}
-        train_multitask(hm, site, models, both(train), both(val), config.train)
+        train_multitask(hm, site, models, both(train), both(val), config.train, checkpoint=ckpt("mdas"))
         return models
     raise ValueError(f"unknown method {method!r}: choose from {METHODS + (REFERENCE,)}")
 
@@ -116,12 +123,13 @@ def score(hm: HookedModel, config: RavelConfig, setup: RavelSetup, interventions
 
 
 def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
-              report_to: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+              report_to: str | Path | None = None, resume_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """Filter and build the examples, then compare every method (see `compare_methods`).
 
     Returns the table and ``details`` (the kept-share summary, the kept/dropped ``report``,
     timings, the setup). With ``report_to``, the report is written there before the methods run
-    (so a run that then fails still leaves it).
+    (so a run that then fails still leaves it). With ``resume_dir``, finished methods and DAS
+    epochs are kept there, and a run killed at any point and started again resumes from them.
     """
     started = time.time()
     setup = prepare_ravel(hm, data, config.attributes, {"train": config.n_train, "val": config.n_val,
@@ -130,17 +138,25 @@ def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
     prepare_seconds = time.time() - started
     if report_to is not None:
         Path(report_to).parent.mkdir(parents=True, exist_ok=True)
-        setup.report.to_csv(report_to, index=False)
-    table = compare_methods(hm, setup, config)
+        atomic_write(report_to, lambda tmp: setup.report.to_csv(tmp, index=False))
+    table = compare_methods(hm, setup, config, resume_dir)
     details = {"summary": setup.summary, "report": setup.report, "prepare_seconds": prepare_seconds,
                "config": asdict(config),
                "setup": setup, "seconds": time.time() - started}
     return table, details
 
 
-def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> pd.DataFrame:
+def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig,
+                    resume_dir: str | Path | None = None) -> pd.DataFrame:
     """Every method's Cause / Isolate / Disentangle per attribute and their mean, with wall time
-    (``fit_seconds``: fitting or training; ``seconds``: that plus scoring on the test split)."""
+    (``fit_seconds``: fitting or training; ``seconds``: that plus scoring on the test split).
+
+    With ``resume_dir``, each finished method's rows are saved there (``<method>.json``, with the
+    config they were made with) and reused by a later call with the same config."""
+    resume_dir = Path(resume_dir) if resume_dir is not None else None
+    if resume_dir is not None:
+        remove_stale_temps(resume_dir, recursive=True)  # what a killed run was writing
+    stamp = json.loads(json.dumps(asdict(config), default=str))
     states = {(a, kind): source_states(hm, config.site, setup.examples["test"][a][kind], config.batch_size)
               for a in config.attributes for kind in ("cause", "isolate")}
     for (a, kind), s in states.items():
@@ -150,8 +166,14 @@ def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> 
     methods = list(config.methods) + ([REFERENCE] if config.reference else [])
     rows = []
     for method in methods:
+        done = resume_dir / f"{method}.json" if resume_dir is not None else None
+        if done is not None and done.is_file():
+            saved = json.loads(done.read_text())
+            if saved["config"] == stamp:  # finished before an interruption, with the same settings
+                rows += saved["rows"]
+                continue
         t0 = time.time()
-        fitted = fit_method(method, hm, setup, config)
+        fitted = fit_method(method, hm, setup, config, resume_dir)
         fit_seconds = time.time() - t0
         per_attribute = score(hm, config, setup, fitted, states)
         seconds = time.time() - t0
@@ -160,6 +182,10 @@ def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig) -> 
         mean = pd.DataFrame(per_attribute)[["cause", "isolate", "disentangle"]].mean()
         rows.append({"method": method, "attribute": "mean", **mean.to_dict(), "fit_seconds": fit_seconds,
                      "seconds": seconds})
+        if done is not None:
+            mine = json.loads(json.dumps([r for r in rows if r["method"] == method], default=float))
+            done.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps({"config": stamp, "rows": mine})))
     return pd.DataFrame(rows)
 
 

@@ -6,17 +6,26 @@ turned off), saves checkpoints in the ReFT format (``reft_config.json`` +
 ``interventions.safetensors``, training arguments as JSON) and resumes from them. HF's own
 optimizer/scheduler/RNG files are still written by HF and read back with ``weights_only=True``.
 
+HF writes a checkpoint file by file, so a run killed while saving leaves a ``checkpoint-N`` without
+a readable ``trainer_state.json`` (written last). ``train(resume_from_checkpoint=True)`` resumes
+from the newest complete checkpoint and deletes the incomplete ones (HF's own choice would be the
+newest folder, which then fails to load).
+
 >>> args = TrainingArguments("runs/hf", num_train_epochs=3, learning_rate=4e-3, report_to=[])  # doctest: +SKIP
 >>> ReftTrainer(model=reft, args=args, train_dataset=rows).train()                             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 from transformers import Trainer
 
 from workbench.padding import pad_id_of
+from workbench.runs import atomic_write
 
 from .data import Collator
 from .saving import load_weights_into, save_reft
@@ -35,6 +44,28 @@ class ReftTrainer(Trainer):
             args.remove_unused_columns = False  # prompt_length is read by the collator, not the forward
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
 
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete ``checkpoint-N`` in ``output_dir``; incomplete ones are removed."""
+        found = []
+        for folder in Path(self.args.output_dir).glob("checkpoint-*"):
+            step = folder.name.split("-", 1)[1]
+            if not step.isdigit():
+                continue
+            try:
+                json.loads((folder / "trainer_state.json").read_text())
+                found.append((int(step), folder))
+            except (OSError, ValueError):  # killed while saving: never resume from it
+                shutil.rmtree(folder, ignore_errors=True)
+        return max(found)[1] if found else None
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """HF's ``train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint (or
+        starts afresh when there is none)."""
+        if resume_from_checkpoint is True:
+            latest = self.latest_checkpoint()
+            resume_from_checkpoint = str(latest) if latest is not None else None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def get_decay_parameter_names(self, model) -> list[str]:
         """HF's choice minus R's parametrization (weight decay would zero R; see reft.train.no_decay_names)."""
         skip = no_decay_names(model)
@@ -46,8 +77,8 @@ class ReftTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         save_reft(self.model, output_dir)
-        with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
-            handle.write(self.args.to_json_string())
+        text = self.args.to_json_string()
+        atomic_write(Path(output_dir) / "training_args.json", lambda tmp: Path(tmp).write_text(text))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights_into(model if model is not None else self.model, resume_from_checkpoint)

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from workbench.checkpoints import atomic_dir, complete_dir, load_optimizer, load_rng, save_optimizer, save_rng
+from workbench.checkpoints import (atomic_dir, complete_dir, load_optimizer, load_rng, remove_stale_temps,
+                                   save_optimizer, save_rng)
 from workbench.orthogonal import orthonormal_parameter_names
 from workbench.padding import pad_id_of
 from workbench.runs import atomic_write
@@ -172,6 +173,8 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     out = Path(config.output_dir) if config.output_dir else None
     ckpt = out / "checkpoint" if out else None
     result, start_step, finished = TrainResult(steps=0), 0, False
+    if out is not None and resume:
+        remove_stale_temps(out, recursive=True)  # what a killed run was writing
     found = complete_dir(ckpt) if ckpt is not None and resume else None  # survives a kill at any point
     torch.manual_seed(config.seed)  # dropout stream; a resumed run restores it from the checkpoint
     if found is not None and (found / "trainer_state.json").exists():

@@ -58,17 +58,24 @@ def complete_dir(path: str | os.PathLike) -> Path | None:
     return old if old.is_dir() else None
 
 
-def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None, recursive: bool = False) -> list[Path]:
     """Remove ``.<name>-*`` temporaries (``atomic_write``/``atomic_dir`` debris after a kill) in
-    ``folder``; only those of ``name`` when given. Returns what was removed."""
+    ``folder`` (and its subfolders with ``recursive``); only those of ``name`` when given. Resumable
+    runs call this when they start. Returns what was removed.
+
+    >>> remove_stale_temps("runs/sentiment", recursive=True)             # doctest: +SKIP
+    [PosixPath('runs/sentiment/patching/.results.csv-h2fogtwo')]
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
-    for entry in folder.iterdir():
+    for entry in sorted(folder.iterdir()):
         if entry.name.startswith(f".{name}-" if name else ".") and "-" in entry.name:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry)
+        elif recursive and entry.is_dir() and not entry.is_symlink():
+            removed += remove_stale_temps(entry, name, recursive=True)
     return removed
 
 

@@ -35,7 +35,8 @@ def atomic_write(path: str | Path, write) -> None:
 
 
 def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None) -> dict[str, Path]:
-    """Write ``results.parquet``, ``results.csv``, ``config.json`` and ``figure.html``."""
+    """Write ``results.parquet``, ``results.csv``, ``figure.html`` and, last, ``config.json``: a
+    folder whose ``config.json`` exists is complete (``is_complete``), even after a kill."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {**config, "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -44,11 +45,24 @@ def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None)
     plain.attrs = {}
     atomic_write(paths["table"], lambda tmp: plain.to_parquet(tmp, index=False))
     atomic_write(paths["csv"], lambda tmp: plain.to_csv(tmp, index=False))
-    atomic_write(paths["config"], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, default=str)))
     if figure is not None:
         paths["figure"] = folder / "figure.html"
         atomic_write(paths["figure"], lambda tmp: figure.write_html(tmp, include_plotlyjs=True))
+    atomic_write(paths["config"], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, default=str)))
     return paths
+
+
+def is_complete(folder: str | Path, config: dict | None = None) -> bool:
+    """Whether ``save_run`` finished writing ``folder`` (with ``config``'s values, when given:
+    a resumed run reuses a part only if it was made with the same settings)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return False
+    if config is None:
+        return True
+    saved = json.loads(path.read_text())
+    fresh = json.loads(json.dumps(config, default=str))
+    return all(saved.get(k) == v for k, v in fresh.items())
 
 
 def load_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -57,4 +71,4 @@ def load_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(folder / "results.parquet"), json.loads((folder / "config.json").read_text())
 
 
-__all__ = ["atomic_write", "save_run", "load_run"]
+__all__ = ["atomic_write", "is_complete", "save_run", "load_run"]

@@ -4,6 +4,10 @@ Writes, under ``out``: ``directions/`` (accuracies, cosines, heatmap), ``patchin
 per layer), ``sst/`` (accuracy under ablation), ``directions.safetensors`` (the vectors) and a
 ``summary.json``; each table folder carries the run's config (`workbench.runs.save_run`).
 
+Resumable: run again into the same ``out`` (after a crash or ``kill -9``), the directions are
+refit (seeded, so identical) and the patching and SST parts already saved with the same settings
+are read back instead of recomputed; every file is written atomically.
+
 >>> summary = run_sentiment(hm, SentimentConfig(layers=(0, 6, 12), sst_limit=50), "runs/sentiment")  # doctest: +SKIP
 """
 
@@ -19,7 +23,8 @@ from safetensors.torch import save_file
 
 from workbench.das import TrainConfig
 from workbench.hooked import HookedModel
-from workbench.runs import save_run
+from workbench.checkpoints import remove_stale_temps
+from workbench.runs import atomic_write, is_complete, load_run, save_run
 
 from workbench.data.reviews import contrast_pairs, toy_movie_reviews
 from workbench.data.sst import load_sst, sst_folder
@@ -60,6 +65,7 @@ class SentimentConfig:
 def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> dict:
     """Run the study and save it under ``out``; returns the summary (also ``summary.json``)."""
     started, out = time.time(), Path(out)
+    remove_stale_temps(out, recursive=True)  # what a killed run was writing
     n = hm.n_layers
     layers = list(config.layers) if config.layers is not None else list(range(0, n, config.layer_step))
     ablation_layers = list(config.ablation_layers) if config.ablation_layers is not None else list(range(n))
@@ -80,33 +86,42 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
     save_run(out / "directions", fitted.scores, {**record, "part": "directions", "das": fitted.das_info},
              figure=similarity_heatmap(fitted.cosines))
     save_run(out / "cosines", fitted.cosines, {**record, "part": "cosines"})
-    save_file({f"L{layer}.{m}": d.vector.contiguous() for layer, named in fitted.directions.items()
-               for m, d in named.items()}, str(out / "directions.safetensors"))
-    reviews.to_csv(out / "reviews.csv", index=False)
+    vectors = {f"L{layer}.{m}": d.vector.contiguous() for layer, named in fitted.directions.items()
+               for m, d in named.items()}
+    atomic_write(out / "directions.safetensors", lambda tmp: save_file(vectors, tmp))
+    atomic_write(out / "reviews.csv", lambda tmp: reviews.to_csv(tmp, index=False))
 
     pairs = contrast_pairs(reviews, "test", seed=config.seed)
-    curve = patching_curve(hm, pairs, fitted, layers, ["mean_diff"], config.position_sets, config.component,
-                           config.batch_size)
-    compare = list(config.compare_layers or config.das_layers)
-    if compare:
-        others = [m for m in config.methods if m != "mean_diff"]
-        extra = patching_curve(hm, pairs, fitted, compare, others, config.position_sets, config.component,
+    patching_record = {**record, "part": "patching", "pairs": len(pairs)}
+    if is_complete(out / "patching", patching_record):  # a resumed run: this part is done
+        curve = load_run(out / "patching")[0]
+    else:
+        curve = patching_curve(hm, pairs, fitted, layers, ["mean_diff"], config.position_sets, config.component,
                                config.batch_size)
-        curve = pd.concat([curve, extra], ignore_index=True)
-    save_run(out / "patching", curve, {**record, "part": "patching", "pairs": len(pairs)},
-             figure=recovery_figure(curve))
+        compare = list(config.compare_layers or config.das_layers)
+        if compare:
+            others = [m for m in config.methods if m != "mean_diff"]
+            extra = patching_curve(hm, pairs, fitted, compare, others, config.position_sets, config.component,
+                                   config.batch_size)
+            curve = pd.concat([curve, extra], ignore_index=True)
+        save_run(out / "patching", curve, patching_record, figure=recovery_figure(curve))
 
     summary = {"model": hm.name, "n_reviews": len(reviews), "n_test_pairs": len(pairs),
                "test_accuracy": fitted.scores.query("split == 'test'").groupby("method")["accuracy"].min().to_dict(),
                "recovery": curve.to_dict("records")}
     if sst_source is not None:
         sst = load_sst(sst_source, config.sst_split, limit=config.sst_limit, seed=config.seed)
-        table = sst_ablation(hm, sst, fitted, ablation_layers, config.ablation_method, config.sst_position_sets,
-                             config.ablation_value, component=config.component, batch_size=config.batch_size // 2,
-                             seed=config.seed, mean_positions=config.sst_mean_positions)
-        save_run(out / "sst", table, {**record, "part": "sst", "n_sentences": len(sst),
-                                      "n_with_comma": int(sst["text"].str.contains(",").sum())})
+        sst_record = {**record, "part": "sst", "n_sentences": len(sst),
+                      "n_with_comma": int(sst["text"].str.contains(",").sum())}
+        if is_complete(out / "sst", sst_record):
+            table = load_run(out / "sst")[0]
+        else:
+            table = sst_ablation(hm, sst, fitted, ablation_layers, config.ablation_method, config.sst_position_sets,
+                                 config.ablation_value, component=config.component,
+                                 batch_size=config.batch_size // 2, seed=config.seed,
+                                 mean_positions=config.sst_mean_positions)
+            save_run(out / "sst", table, sst_record)
         summary["sst"] = table.to_dict("records")
     summary["seconds"] = round(time.time() - started, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
     return summary

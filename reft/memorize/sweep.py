@@ -27,6 +27,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from workbench.checkpoints import remove_stale_temps
 from workbench.hooked import HookedModel
 from workbench.runs import atomic_write, save_run
 
@@ -133,6 +134,7 @@ def memorize_sweep(hm: HookedModel, text: str, grid: Mapping[str, Sequence], bas
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
+        remove_stale_temps(out, recursive=True)  # what a killed sweep was writing (it held the lock)
         return _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm)
 
 

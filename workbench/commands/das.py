@@ -70,8 +70,9 @@ def load_data_from_args(args: argparse.Namespace):
 def save_data_report(out: Path, report) -> Path:
     """``data_report.csv``: kept and dropped counts by stage and reason; prints the drops."""
     from ..data.report import dropped_summary
+    from ..runs import atomic_write
     out.mkdir(parents=True, exist_ok=True)
-    report.to_csv(out / "data_report.csv", index=False)
+    atomic_write(out / "data_report.csv", lambda tmp: report.to_csv(tmp, index=False))
     print(f"data: {dropped_summary(report)} (by stage in {out / 'data_report.csv'})")
     return out / "data_report.csv"
 
