@@ -17,7 +17,8 @@ from .generate import generate
 from workbench.data.instructions import persona_pairs, persona_eval_prompts
 from .interventions import ConsReFT, DiReFT, LoReFT, PerPositionGroups, build_intervention
 from .model import ReftModel, ReftOutput, get_reft_model
-from .saving import load_reft, save_reft
+from .loading import load_reft
+from .saving import save_reft
 from .train import TrainConfig, train
 
 __all__ = [

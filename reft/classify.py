@@ -20,6 +20,7 @@ from workbench.orthogonal import master_dtype
 from workbench.padding import last_real_index, leading_pads
 
 from .model import ReftModel, ReftOutput
+from .saving import save_reft
 
 POOLINGS = ("last", "first")
 
@@ -102,5 +103,4 @@ class ReftForClassification(nn.Module):
         return self.forward(input_ids, attention_mask).logits.argmax(-1)
 
     def save(self, folder) -> None:
-        from .saving import save_reft
         save_reft(self, folder)

@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .generate import generate
-    from .saving import load_reft
+    from .loading import load_reft
 
     hm = load_from_args(args)
     reft = load_reft(args.reft, hm, check_base=not args.skip_base_check)

@@ -29,8 +29,10 @@ from workbench.orthogonal import master_dtype
 from workbench.plan import PlanItem
 
 from .config import ReftConfig
+from .generate import generate
 from .interventions import PerPositionGroups, ReftIntervention, build_intervention
 from .positions import PromptFirstLast
+from .saving import save_reft
 
 try:  # transformers >= 5.x: a boolean (B, T) logits_to_keep returns only those rows' logits
     from transformers.modeling_utils import slice_logits_to_keep as _slice_logits_to_keep  # noqa: F401
@@ -142,13 +144,11 @@ class ReftModel(nn.Module):
     def generate(self, prompts, max_new_tokens: int = 32, chat_template: bool | None = None,
                  system_prompt: str | None = None, do_sample: bool = False) -> list[str]:
         """Generate responses with the interventions on the prompt (see ``reft.generate``)."""
-        from .generate import generate
         return generate(self, prompts, max_new_tokens=max_new_tokens, chat_template=chat_template,
                         system_prompt=system_prompt, do_sample=do_sample)
 
     def save(self, folder) -> None:
         """Write ``reft_config.json`` and ``interventions.safetensors`` (see ``reft.saving``)."""
-        from .saving import save_reft
         save_reft(self, folder)
 
 

@@ -9,7 +9,7 @@ the model's interventions use. Format 1 checkpoints (torch's parametrization wit
 ``base``) load too: R is converted to the reflector form on loading (equal to fp32 rounding).
 
 >>> reft.save("runs/persona")                                 # doctest: +SKIP
->>> again = load_reft("runs/persona", load_model())           # doctest: +SKIP
+>>> again = reft.load_reft("runs/persona", load_model())      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -23,12 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workbench.hooked import HookedModel
 from workbench.orthogonal import has_legacy_rows, migrate_legacy_rows
 from workbench.runs import atomic_write
 
-from .config import ReftConfig
-from .model import ReftModel, _as_hooked, build_interventions
 
 FORMAT = "workbench-reft/2"
 LEGACY_FORMATS = ("workbench-reft/1",)  # R as torch's orthogonal parametrization (with a d x d base)
@@ -53,8 +50,10 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
     return digest.hexdigest()[:16]
 
 
-def _reft_of(model: nn.Module) -> ReftModel:
-    return model if isinstance(model, ReftModel) else model.reft
+def _reft_of(model: nn.Module):
+    """The ReftModel of a ReftModel or of a model wrapping one as ``.reft`` (a classifier); by
+    attribute, so that saving never imports the model classes (loading, in reft.loading, does)."""
+    return model.reft if hasattr(model, "reft") and not hasattr(model, "reft_config") else model
 
 
 def describe(model: nn.Module) -> dict:
@@ -114,33 +113,3 @@ def load_weights_into(model: nn.Module, folder: str | os.PathLike) -> None:
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
     model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()})
-
-
-def load_reft(folder: str | os.PathLike, model, tokenizer=None, check_base: bool = True) -> nn.Module:
-    """Rebuild a saved ReFT model on ``model`` (a HookedModel or HF model) and load its weights.
-
-    Returns a ReftModel, or a ReftForClassification for classification checkpoints. With
-    ``check_base`` a different base model (by weight fingerprint) is an error.
-
-    >>> reft = load_reft("runs/persona", load_model())       # doctest: +SKIP
-    """
-    meta = read_config(folder)
-    hm: HookedModel = _as_hooked(model, tokenizer)
-    if check_base:
-        found, saved = fingerprint(hm.model), meta["base_model"]["fingerprint"]
-        if found != saved:
-            raise ValueError(
-                f"{folder} was trained on {meta['base_model']['name']!r} (weights fingerprint {saved}), but the "
-                f"given model's fingerprint is {found}; load the same base model, or pass check_base=False"
-            )
-    for p in hm.model.parameters():
-        p.requires_grad_(False)
-    reft = ReftModel(hm, ReftConfig.from_dict(meta["config"]), build_interventions(hm, ReftConfig.from_dict(meta["config"])))
-    model_out: nn.Module = reft
-    if meta.get("task") == "classification":
-        from .classify import ReftForClassification
-        model_out = ReftForClassification(reft, num_classes=meta["num_classes"], pooling=meta["pooling"],
-                                          dropout=meta.get("head_dropout", 0.0))
-    load_weights_into(model_out, folder)
-    model_out.eval()
-    return model_out
