@@ -49,7 +49,8 @@ class Concept:
             try:
                 re.compile(self.regex)
             except re.error as error:
-                raise ValueError(f"concept regex {self.regex!r} does not compile: {error}") from None
+                raise ValueError(f"concept regex {self.regex!r} does not compile: {error}; fix the pattern, or use "
+                                 f"'words:a,b'") from None
 
     @classmethod
     def parse(cls, text: str) -> "Concept":
@@ -60,6 +61,9 @@ class Concept:
         if kind == "regex" and body:
             return cls(regex=body)
         raise ValueError(f"cannot parse concept {text!r}: expected 'words:good,great' or 'regex:<pattern>'")
+
+    def __str__(self) -> str:
+        return f"regex:{self.regex}" if self.regex is not None else "words:" + ",".join(self.words)
 
     def matches(self, token_text: str) -> bool:
         text = token_text.strip()
@@ -201,9 +205,10 @@ def interventional_scores(hm: HookedModel, site: Site | str, index: int, concept
     site = Site.parse(site)
     width = activations.shape[1]
     if not 0 <= index < width:
-        raise ValueError(f"neuron index {index} out of range for {site}: it has {width} neurons (0-{width - 1})")
+        raise ValueError(f"neuron index {index} out of range for {site}: it has {width} neurons (0-{width - 1}); "
+                         f"use an index in that range")
     if not 0 <= n_random < width:
-        raise ValueError(f"n_random={n_random}: the site has only {width - 1} other neurons")
+        raise ValueError(f"n_random={n_random}: the site has only {width - 1} other neurons; use --random {width - 1} or fewer")
     others = random_neurons(width, n_random, exclude=[index], seed=seed)
     neurons = torch.cat([torch.tensor([index]), others])  # (M,)
     table = setting_effects(hm, site, neurons, concept, texts, activations, high_quantile, low_quantile,
@@ -253,7 +258,8 @@ def neuron_report(hm: HookedModel, site: Site | str, index: int, concept: Concep
     site = Site.parse(site)
     width = hm.site_size(site)
     if not 0 <= index < width:
-        raise ValueError(f"neuron index {index} out of range for {site}: it has {width} neurons (0-{width - 1})")
+        raise ValueError(f"neuron index {index} out of range for {site}: it has {width} neurons (0-{width - 1}); "
+                         f"use an index in that range")
     activations, tokens = site_activations(hm, site, texts, batch_size, progress=progress)  # (n, W)
     tokens["activation"] = activations[:, index].tolist()
     tokens["concept"] = tokens["token"].map(concept.matches)

@@ -1,6 +1,7 @@
-"""``workbench sentiment ...`` and ``workbench neuron ...``: the sentiment study and neuron checks.
+"""``workbench sentiment ...``: the sentiment study (``run``) and per-token projections (``project``).
 
-Registered as the ``workbench.commands`` entry points ``sentiment`` (also adds ``neuron``).
+Registered as the ``workbench.commands`` entry point ``sentiment``; ``workbench neuron`` lives in
+`probes.neuron_commands`.
 
 >>> args = build_parser().parse_args(["sentiment", "run", "--layers", "0,6", "--sst-limit", "0"])
 >>> args.layers, args.sst_limit
@@ -10,12 +11,11 @@ Registered as the ``workbench.commands`` entry points ``sentiment`` (also adds `
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.common import add_model_args, at_least, load_from_args, positive
 
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
@@ -66,6 +66,9 @@ def project_command(args: argparse.Namespace) -> int:
 
     from .sentiment.figures import token_projection_figure, token_projections
 
+    if not Path(args.directions).is_file():
+        raise FileNotFoundError(f"--directions {args.directions}: no such file; give the directions.safetensors "
+                                f"written by `workbench sentiment run`")
     vectors = load_file(args.directions)
     key = f"L{args.layer}.{args.method}"
     if key not in vectors:
@@ -81,58 +84,33 @@ def project_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def neuron_command(args: argparse.Namespace) -> int:
-    from .neurons import Concept, neuron_report
-
-    concept = Concept.parse(args.concept)
-    texts = _texts(args)  # before the model: a missing dataset fails at once
-    hm = load_from_args(args)
-    out = Path(args.out or f"runs/neuron-{datetime.now():%Y%m%d-%H%M%S}")
-    report = neuron_report(hm, args.site, args.index, concept, texts, threshold=args.threshold,
-                           quantile=args.quantile, n_random=args.random, seed=args.seed, out=out,
-                           batch_size=args.batch_size)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
-
-
-def _texts(args: argparse.Namespace) -> list[str]:
-    if args.texts:
-        lines = [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines()]
-        texts = [line for line in lines if line]
-        if not texts:
-            raise ValueError(f"{args.texts} has no non-empty lines; give one text per line")
-        return texts
-    from workbench.data.sst import load_sst
-    return list(load_sst(args.sst, args.sst_split, limit=args.limit, seed=args.seed)["text"])
-
-
 def register(sub) -> None:
     sentiment = sub.add_parser("sentiment", help="sentiment directions: fit, patch per layer, ablate on SST")
     actions = sentiment.add_subparsers(dest="action", required=True)
     run = actions.add_parser("run", help="the whole study (ToyMovieReview fits, directional patching, SST ablation)")
     run.add_argument("--layers", help="patching-curve layers, e.g. '0,4,8' (default every --layer-step-th)")
-    run.add_argument("--layer-step", type=int, default=2)
+    run.add_argument("--layer-step", type=at_least(1), default=2)
     run.add_argument("--component", default="resid_post")
     run.add_argument("--methods", default="mean_diff,probe,pca,kmeans,das")
     run.add_argument("--das-layers", default="", help="layers where the 1-D DAS direction is trained")
-    run.add_argument("--das-epochs", type=int, default=3)
-    run.add_argument("--das-max-pairs", type=int, default=64)
+    run.add_argument("--das-epochs", type=at_least(1), default=3)
+    run.add_argument("--das-max-pairs", type=at_least(1), default=64)
     run.add_argument("--compare-layers", default="", help="layers where every method is patched (default: DAS layers)")
     run.add_argument("--positions", default="all,comma", help="position sets: all, comma, punctuation, non_comma")
-    run.add_argument("--max-per-sentiment", type=int, help="fewer adjectives (quick runs)")
+    run.add_argument("--max-per-sentiment", type=at_least(1), help="fewer adjectives (quick runs)")
     run.add_argument("--sst", default="sst",
                      help="registry dataset 'sst' (default; `workbench data fetch sst`) or a folder with "
                           "sst_{train,dev,test}.txt")
     run.add_argument("--sst-split", default="dev")
-    run.add_argument("--sst-limit", type=int, default=300, help="SST sentences (0 skips the SST ablation)")
+    run.add_argument("--sst-limit", type=at_least(0), default=300, help="SST sentences (0 skips the SST ablation)")
     run.add_argument("--sst-positions", default="all,comma",
                      help="SST ablation position sets; the first is the reference of share_of_all")
     run.add_argument("--sst-mean-positions", default="all", help="tokens the mean-ablation value averages over")
     run.add_argument("--ablation-value", default="mean", choices=["mean", "zero"])
     run.add_argument("--ablation-layers", help="layers ablated together on SST (default all)")
-    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--batch-size", type=at_least(1), default=32)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    run.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0 = torch's default)")
     run.add_argument("--out", help="output folder (default runs/sentiment-<time>)")
     add_model_args(run)
     run.set_defaults(func=run_sentiment_command)
@@ -140,29 +118,12 @@ def register(sub) -> None:
     project = actions.add_parser("project", help="per-token projection of a text on a saved direction (HTML)")
     project.add_argument("--text", required=True)
     project.add_argument("--directions", required=True, help="directions.safetensors from a sentiment run")
-    project.add_argument("--layer", type=int, required=True)
+    project.add_argument("--layer", type=at_least(0), required=True)
     project.add_argument("--method", default="mean_diff")
     project.add_argument("--component", default="resid_post")
     project.add_argument("--out", default="runs/projection.html")
     add_model_args(project)
     project.set_defaults(func=project_command)
-
-    neuron = sub.add_parser("neuron", help="score a neuron explanation observationally and by intervention")
-    neuron.add_argument("--site", required=True, help="e.g. L5.mlp_act")
-    neuron.add_argument("--index", type=int, required=True, help="neuron index within the site")
-    neuron.add_argument("--concept", required=True, help="'words:good,great,fine' or 'regex:^(good|great)$'")
-    neuron.add_argument("--texts", help="a text file, one text per line (default: SST sentences)")
-    neuron.add_argument("--sst", default="sst", help="registry dataset 'sst' (default) or an SST folder")
-    neuron.add_argument("--sst-split", default="dev")
-    neuron.add_argument("--limit", type=int, default=200)
-    neuron.add_argument("--threshold", type=float, help="activation threshold (default: the --quantile of activations)")
-    neuron.add_argument("--quantile", type=float, default=0.99)
-    neuron.add_argument("--random", type=int, default=20, help="random neurons of the same layer to compare with")
-    neuron.add_argument("--batch-size", type=int, default=16)
-    neuron.add_argument("--seed", type=int, default=0)
-    neuron.add_argument("--out", help="output folder (default runs/neuron-<time>)")
-    add_model_args(neuron)
-    neuron.set_defaults(func=neuron_command)
 
 
 # The one CLI entry point; kept importable here for callers of this module.

@@ -9,7 +9,7 @@ import pytest
 from test_neurons import NEURON, TEXTS, planted_neuron_model
 from test_sentiment_planted import planted_model
 
-from probes import sentiment_commands
+from probes import neuron_commands, sentiment_commands
 from probes.sentiment.fit import load_directions
 from probes.sentiment.run import SentimentConfig, run_sentiment
 
@@ -17,7 +17,7 @@ from probes.sentiment.run import SentimentConfig, run_sentiment
 def test_parser_and_layer_list_errors(capsys):
     args = sentiment_commands.build_parser().parse_args(["neuron", "--site", "L1.mlp_act", "--index", "3",
                                                           "--concept", "words:good"])
-    assert args.random == 20 and args.quantile == 0.99
+    assert args.random == 20 and args.quantile == 0.99 and args.func is neuron_commands.score_command
     with pytest.raises(ValueError, match="comma-separated layer numbers"):
         sentiment_commands._ints("0,six")
 
@@ -47,7 +47,7 @@ def test_run_sentiment_on_the_planted_model_writes_every_table(tmp_path, monkeyp
 
 def test_neuron_command_with_a_stubbed_model(tmp_path, monkeypatch, capsys):
     hm = planted_neuron_model()
-    monkeypatch.setattr(sentiment_commands, "load_from_args", lambda args: hm)
+    monkeypatch.setattr(neuron_commands, "load_from_args", lambda args: hm)
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n\n")
     code = sentiment_commands.main(["neuron", "--site", "L0.mlp_act", "--index", str(NEURON), "--concept",
