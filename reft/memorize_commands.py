@@ -51,7 +51,7 @@ def run_one(args: argparse.Namespace) -> int:
     import pandas as pd
     from safetensors.torch import save_file
 
-    from workbench.runs import save_run
+    from workbench.runs import atomic_write, save_run
 
     from .memorize import load_text, memorize, task_for
     from workbench.data.texts import resolve_text_path, text_fingerprint
@@ -72,7 +72,7 @@ def run_one(args: argparse.Namespace) -> int:
               "keys": list(task.keys), "seconds_total": round(time.time() - started, 1)}
     paths = save_run(out, pd.DataFrame([row]), record)
     state = {k: v.detach().contiguous().cpu() for k, v in intervention.state_dict().items()}
-    save_file(state, str(out / "intervention.safetensors"))
+    atomic_write(out / "intervention.safetensors", lambda tmp: save_file(state, tmp))  # umask mode, not 0600
     status = "recited exactly" if row["exact"] else f"exact prefix {row['exact_prefix']}/{config.n_tokens}"
     print(f"N={task.n_tokens} x {task.n_pairs} pair(s), layer {config.layer}, {config.kind} rank {config.rank}, "
           f"{config.variant}: {status} after {row['steps']} steps in {row['seconds']:.1f} s "

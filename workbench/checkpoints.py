@@ -27,6 +27,13 @@ from safetensors.torch import load_file, save_file
 from .runs import atomic_write
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``path``; when the block ends without error it
@@ -34,6 +41,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would stay on the checkpoint after the rename
     old = path.with_name(path.name + ".old")
     try:
         yield tmp

@@ -60,6 +60,9 @@ def prepare_default_model(target: Path | None = None) -> Path:
     plain.load_state_dict(quantized.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the model folder private to its writer
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -18,16 +18,18 @@ def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     An interrupted write leaves no half-written file; the result gets the usual umask-based mode
-    (mkstemp's 0600 would make results private to the writer).
+    (mkstemp's 0600 would make results private to the writer). The mode is set after ``write``:
+    writers that replace the file themselves (safetensors' ``save_file`` writes a fresh 0600 file)
+    would otherwise drop it.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

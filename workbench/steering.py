@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .interventions import AddVector
 from .plan import PlanItem
+from .runs import atomic_write
 from .sites import Site
 
 FORMAT = "workbench-steering/1"
@@ -31,8 +32,8 @@ def save_steering(folder: str | Path, site: Site | str, vector: torch.Tensor, sc
         raise ValueError(f"a steering vector is (d,), got shape {tuple(vector.shape)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"vector": vector.detach().float().contiguous().cpu()}, str(folder / WEIGHTS_FILE),
-              metadata={"format": FORMAT})
+    tensors = {"vector": vector.detach().float().contiguous().cpu()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     meta = {"format": FORMAT, "site": str(Site.parse(site)), "positions": positions, "scale": float(scale),
             "mode": mode, "d": int(vector.shape[0]), "note": note}
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2))

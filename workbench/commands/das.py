@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..das import build_intervention, evaluate, train_alignment
     from ..data import prepare_ravel
-    from ..runs import save_run
+    from ..runs import atomic_write, save_run
     from ..sites import Site
 
     if args.threads:
@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     paths = save_run(out, table.drop(columns=["base_ids", "source_ids"], errors="ignore"), run_config)
     result.history.to_csv(out / "history.csv", index=False)
     state = {k: v.detach().contiguous() for k, v in intervention.state_dict().items()}
-    save_file({**state, "basis": intervention.basis().contiguous()}, str(out / "intervention.safetensors"),
-              metadata={"method": args.method, "site": str(site), "k": str(args.k)})
+    tensors = {**state, "basis": intervention.basis().contiguous()}
+    meta = {"method": args.method, "site": str(site), "k": str(args.k)}
+    atomic_write(out / "intervention.safetensors", lambda tmp: save_file(tensors, tmp, metadata=meta))  # umask mode
     (out / "intervention.json").write_text(json.dumps({"method": args.method, "site": str(site), "d": hm.site_size(site),
                                                         "k": args.k, "max_rank": args.max_rank}, indent=2))
     print(f"{args.method} at {site}, k={args.k}: val IIA per epoch {[round(v, 3) for v in result.val_iia]}")

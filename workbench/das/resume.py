@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoints import atomic_dir, complete_dir, load_optimizer, load_rng, save_optimizer, save_rng
+from ..runs import atomic_write
 
 STATE, TENSORS = "trainer_state.json", "interventions.safetensors"
 
@@ -51,7 +52,7 @@ def save_progress(folder: str | Path, progress: Progress, interventions: Mapping
     meta = {k: v for k, v in progress.__dict__.items() if k != "best_state"}
     meta["has_best"] = progress.best_state is not None
     with atomic_dir(folder) as tmp:
-        save_file(tensors, str(tmp / TENSORS))
+        atomic_write(tmp / TENSORS, lambda path: save_file(tensors, path))  # umask mode, not save_file's 0600
         save_optimizer(optimizer, tmp / "optimizer")
         save_rng(tmp / "rng.safetensors", {"order": generator})
         (tmp / STATE).write_text(json.dumps(meta))
