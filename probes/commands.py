@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.common import add_model_args, check_site_args, load_from_args
 from workbench.commands.das import add_data_args, load_data_from_args, save_data_report, train_config_from_args
 
 from .ravel import METHODS
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data_from_args(args)  # before the model: a missing dataset fails at once
     attributes = data.resolve(args.attributes) if args.attributes else data.attribute_names[:2]
     hm = load_from_args(args)
+    check_site_args(hm, args.layer, args.component, args.k)  # before the data is prepared
     config = RavelConfig(attributes=tuple(dict.fromkeys(attributes)), site=str(Site(args.layer, args.component)), k=args.k,
                          methods=tuple(args.methods), entities_per_split=dict(zip(("train", "val", "test"), args.entities)),
                          max_templates=args.max_templates,

@@ -34,6 +34,9 @@ def run_sentiment_command(args: argparse.Namespace) -> int:
     from workbench.data.sst import sst_folder
 
     torch.set_num_threads(args.threads) if args.threads else None
+    from .sentiment.causal import position_set
+    for name in {*args.positions.split(","), *args.sst_positions.split(","), args.sst_mean_positions}:
+        position_set(name)  # an unknown position set fails before the model loads
     sst = None if args.sst_limit == 0 else str(sst_folder(args.sst))  # before the model: fails at once if missing
     hm = load_from_args(args)
     config = SentimentConfig(
@@ -101,7 +104,7 @@ def register(sub) -> None:
     run.add_argument("--sst", default="sst",
                      help="registry dataset 'sst' (default; `workbench data fetch sst`) or a folder with "
                           "sst_{train,dev,test}.txt")
-    run.add_argument("--sst-split", default="dev")
+    run.add_argument("--sst-split", default="dev", choices=["train", "dev", "test"])
     run.add_argument("--sst-limit", type=at_least(0), default=300, help="SST sentences (0 skips the SST ablation)")
     run.add_argument("--sst-positions", default="all,comma",
                      help="SST ablation position sets; the first is the reference of share_of_all")

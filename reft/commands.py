@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.common import add_model_args, at_least, load_from_args, positive
 
 from workbench.data.instructions import DATASETS, persona_eval_prompts
 
@@ -27,9 +27,13 @@ def _load_pairs(spec: str) -> list[tuple[str, str]]:
         return DATASETS[spec]()
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"dataset {spec!r}: neither a built-in ({sorted(DATASETS)}) nor a file")
+        raise FileNotFoundError(f"dataset {spec!r}: neither a built-in ({sorted(DATASETS)}) nor a file; give a "
+                                f"built-in name or the path of a JSON/JSONL file")
     text = path.read_text()
     items = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not items:
+        raise ValueError(f"{path}: no instruction/response pairs; give at least one "
+                         f'{{"instruction": ..., "response": ...}} object')
     try:
         return [(item["instruction"], item["response"]) for item in items]
     except (KeyError, TypeError):
@@ -57,7 +61,10 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.time()
     torch.manual_seed(args.seed)
     hm = load_from_args(args)
-    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else (hm.n_layers // 3, 2 * hm.n_layers // 3)
+    try:
+        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else (hm.n_layers // 3, 2 * hm.n_layers // 3)
+    except ValueError:
+        raise ValueError(f"--layers {args.layers!r}: expected comma-separated layer numbers such as '1,2'") from None
     config = ReftConfig(layers=layers, rank=args.rank, kind=args.kind, component=args.component,
                         positions=args.positions, tied=args.tied, dropout=args.dropout)
     reft = get_reft_model(hm, config)
@@ -115,21 +122,21 @@ def register(sub) -> None:
     tr.add_argument("--layers", help="comma-separated layers (default: n/3 and 2n/3)")
     tr.add_argument("--component", default="resid_post")
     tr.add_argument("--positions", default="f3+l3", help="prompt positions: l1, f1+l1, f3+l3, ...")
-    tr.add_argument("--rank", type=int, default=4)
+    tr.add_argument("--rank", type=at_least(1), default=4)
     tr.add_argument("--kind", default="loreft", choices=["loreft", "direft", "consreft"])
     tr.add_argument("--tied", action="store_true", help="share weights between first and last positions")
     tr.add_argument("--dropout", type=float, default=0.0)
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--grad-accum", type=int, default=1)
-    tr.add_argument("--lr", type=float, default=4e-3)
-    tr.add_argument("--max-length", type=int, default=256)
+    tr.add_argument("--epochs", type=at_least(1), default=10)
+    tr.add_argument("--batch-size", type=at_least(1), default=8)
+    tr.add_argument("--grad-accum", type=at_least(1), default=1)
+    tr.add_argument("--lr", type=positive, default=4e-3)
+    tr.add_argument("--max-length", type=at_least(1), default=256)
     tr.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
-    tr.add_argument("--save-every", type=int, default=0, help="checkpoint every N optimizer steps")
+    tr.add_argument("--save-every", type=at_least(0), default=0, help="checkpoint every N optimizer steps")
     tr.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--prompt", action="append", help="prompt to compare before/after (repeatable)")
-    tr.add_argument("--max-new-tokens", type=int, default=40)
+    tr.add_argument("--max-new-tokens", type=at_least(1), default=40)
     tr.add_argument("--no-chat-template", action="store_true", help="plain prompts even for chat models")
     tr.add_argument("--out", help="output folder (default runs/reft-<time>)")
     add_model_args(tr)
@@ -138,7 +145,7 @@ def register(sub) -> None:
     ge = verbs.add_parser("generate", help="generate with a saved ReFT model")
     ge.add_argument("--reft", required=True, help="folder written by 'workbench reft train'")
     ge.add_argument("--prompt", action="append", help="prompt (repeatable; default: the persona eval prompts)")
-    ge.add_argument("--max-new-tokens", type=int, default=40)
+    ge.add_argument("--max-new-tokens", type=at_least(1), default=40)
     ge.add_argument("--compare", action="store_true", help="also print the base model's generations")
     ge.add_argument("--no-chat-template", action="store_true")
     ge.add_argument("--skip-base-check", action="store_true", help="load even if the base weights differ")

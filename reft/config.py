@@ -46,11 +46,11 @@ class ReftConfig:
             valid = sorted(c for c in COMPONENTS if c != "z")
             raise ValueError(f"unknown component {self.component!r} for ReFT; expected one of {valid}")
         if self.rank < 1:
-            raise ValueError(f"rank {self.rank} out of range: it must be at least 1")
+            raise ValueError(f"rank {self.rank} out of range: it must be at least 1; e.g. rank=4")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected one of {sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout {self.dropout} out of range: expected 0 <= dropout < 1")
+            raise ValueError(f"dropout {self.dropout} out of range: expected 0 <= dropout < 1; e.g. dropout=0.05")
         self.selector()  # validates the position spec
 
     def selector(self) -> FirstLast:

@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.common import add_model_args, at_least, load_from_args, positive
 
 
 def _ints(text: str) -> list[int]:
@@ -109,28 +109,28 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
                         help="'alice' (= alice29, `workbench data fetch alice29`), 'alice-pg11', or a text file path")
     parser.add_argument("--position", type=int, default=-1, help="key token to edit (-1: its last)")
     parser.add_argument("--key", default="ALIC#ID{i}->", help="key prompt; {i} numbers the pairs")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Adam step size")
+    parser.add_argument("--lr", type=positive, default=1e-2, help="Adam step size")
     parser.add_argument("--no-value-lr-scale", action="store_true",
                         help="do not scale b's step by |h| (the residual stream's norm at the site)")
-    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps per run at most")
-    parser.add_argument("--max-seconds", type=float, help="wall-clock limit per run")
-    parser.add_argument("--patience", type=int, default=0, help="stop a run after this many steps without progress")
+    parser.add_argument("--max-steps", type=at_least(1), default=1000, help="optimizer steps per run at most")
+    parser.add_argument("--max-seconds", type=positive, help="wall-clock limit per run")
+    parser.add_argument("--patience", type=at_least(0), default=0, help="stop a run after this many steps without progress")
     parser.add_argument("--path", default="auto", choices=["auto", "fast", "naive"],
                         help="fast: cached frozen states (Llama family); naive: full forward each step")
     parser.add_argument("--no-verify", action="store_true", help="trust the teacher-forced match (skip generation)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=at_least(1), help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_model_args(parser)
 
 
 def register(sub) -> None:
     one = sub.add_parser("memorize", help="train one intervention to make the frozen model recite a text")
-    one.add_argument("--tokens", type=int, default=64, help="N: target tokens per key")
-    one.add_argument("--layer", type=int, default=15)
-    one.add_argument("--rank", type=int, default=1)
+    one.add_argument("--tokens", type=at_least(1), default=64, help="N: target tokens per key")
+    one.add_argument("--layer", type=at_least(0), default=15)
+    one.add_argument("--rank", type=at_least(1), default=1)
     one.add_argument("--kind", default="consreft", choices=["consreft", "loreft", "direft"])
     one.add_argument("--variant", default="natural", choices=["natural", "shuffled", "random"])
-    one.add_argument("--pairs", type=int, default=1, help="K key -> value pairs in one intervention")
+    one.add_argument("--pairs", type=at_least(1), default=1, help="K key -> value pairs in one intervention")
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--out", help="output folder (default runs/memorize-<time>)")
     _training_args(one)

@@ -157,7 +157,8 @@ def _as_hooked(model, tokenizer) -> HookedModel:
         return model
     if isinstance(model, nn.Module) and hasattr(model, "config"):
         return HookedModel(model, tokenizer)
-    raise TypeError(f"get_reft_model takes a workbench HookedModel or a Hugging Face model, got {type(model).__name__}")
+    raise TypeError(f"get_reft_model takes a workbench HookedModel or a Hugging Face model, got {type(model).__name__}; "
+                    f"load one first, e.g. workbench.load_model(...)")
 
 
 def build_interventions(hm: HookedModel, config: ReftConfig) -> nn.ModuleDict:

@@ -20,9 +20,10 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from workbench.errors import check_shapes, read_json, read_tensors
 from workbench.orthogonal import has_legacy_rows, migrate_legacy_rows
 from workbench.runs import atomic_write
 
@@ -95,7 +96,7 @@ def read_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}: not a saved ReFT model (save with reft.save)")
-    meta = json.loads(path.read_text())
+    meta = read_json(path, "ReFT config", "save the model again (reft.save) or restore the folder from a copy")
     if meta.get("format") not in (FORMAT, *LEGACY_FORMATS):
         raise ValueError(f"{path}: format {meta.get('format')!r}; this version reads {FORMAT!r} and the "
                          f"older {', '.join(map(repr, LEGACY_FORMATS))}; re-save it with a matching version")
@@ -105,11 +106,16 @@ def read_config(folder: str | os.PathLike) -> dict:
 def load_weights_into(model: nn.Module, folder: str | os.PathLike) -> None:
     """Load saved tensors into an already built model: each onto its own tensor's device and dtype
     (read on the CPU first, so a model dispatched over several devices loads too)."""
-    state = load_file(str(Path(folder) / WEIGHTS_FILE))
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {folder}: the checkpoint is incomplete; save it again (reft.save)")
+    state = read_tensors(path, "ReFT weights file", "save the model again (reft.save) or restore the folder from a copy")
     if has_legacy_rows(state):  # format 1: torch's parametrization of R, attribute `rotate`
         state = migrate_legacy_rows(state, {".rotate.": ".rotation."})
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+        raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected}); "
+                         f"the weights and reft_config.json come from different saves: save the model again")
+    check_shapes(state, own, path, "the weights do not belong to this reft_config.json: save the model again")
     model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()})

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from workbench.errors import check_finite_loss
 from workbench.checkpoints import (atomic_dir, complete_dir, load_optimizer, load_rng, remove_stale_temps,
                                    save_optimizer, save_rng)
 from workbench.orthogonal import orthonormal_parameter_names
@@ -57,11 +58,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}; e.g. {name}=1")
         if self.mixed_precision not in MIXED:
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: expected one of {MIXED}")
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: expected one of {MIXED}; use 'auto' (the default)")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}; e.g. lr=4e-3")
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= warmup_ratio < 1")
+            raise ValueError(f"warmup_ratio {self.warmup_ratio}: expected 0 <= warmup_ratio < 1; e.g. warmup_ratio=0.1")
 
 
 @dataclass
@@ -224,6 +227,7 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
                     loss = model(**batch).loss / len(group)
                 (scaler.scale(loss) if scaler else loss).backward()
                 running += float(loss.detach())
+            check_finite_loss(running, step, "reft train", config.lr)  # NaN/inf: stop, never save it
             if scaler:
                 scaler.unscale_(optimizer)
             if config.max_grad_norm:

@@ -118,7 +118,7 @@ class ModelLayout:
         if not 0 <= site.layer < self.n_layers:
             raise ValueError(
                 f"site {site}: layer {site.layer} out of range; the model has {self.n_layers} "
-                f"layers (0-{self.n_layers - 1})"
+                f"layers (0-{self.n_layers - 1}); use a layer in that range (e.g. L{self.n_layers - 1})"
             )
         block = self.blocks[site.layer]
         a = self.adapter
@@ -138,7 +138,7 @@ class ModelLayout:
         if not 0 <= site.head < self.n_heads:
             raise ValueError(
                 f"site {site}: head {site.head} out of range; layer {site.layer} has "
-                f"{self.n_heads} heads (0-{self.n_heads - 1})"
+                f"{self.n_heads} heads (0-{self.n_heads - 1}); use a head in that range, or 'L{site.layer}.z' for all"
             )
         head_dim = width // self.n_heads
         return HookPoint(module, "input", width, slice(site.head * head_dim, (site.head + 1) * head_dim))

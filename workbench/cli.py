@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:  # e.g. an attribute the data lacks; its message names the options
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
-    except (ValueError, IndexError, FileNotFoundError, ConnectionError) as error:
+    except (ValueError, IndexError, FileNotFoundError, ConnectionError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

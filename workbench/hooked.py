@@ -122,6 +122,7 @@ class HookedModel:
             ids = torch.as_tensor(inputs["input_ids"])
             mask = inputs.get("attention_mask")
             mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
+            self._check_length(ids.shape[-1])
             return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
         if self.tokenizer is None:
             raise ValueError("this HookedModel has no tokenizer: pass input_ids/attention_mask instead of text")
@@ -139,7 +140,26 @@ class HookedModel:
             tok.padding_side = saved[0]
             if saved[1] is None:
                 tok.pad_token = None
+        self._check_length(enc["input_ids"].shape[-1])
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    @property
+    def max_length(self) -> int | None:
+        """The model's context length in tokens (``max_position_embeddings`` / ``n_positions``), if known."""
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def _check_length(self, length: int, new_tokens: int = 0) -> None:
+        limit = self.max_length
+        if limit is not None and length + new_tokens > limit:
+            what = f"{length} tokens" + (f" + max_new_tokens {new_tokens}" if new_tokens else "")
+            raise ValueError(f"input of {what} is longer than the model's context of {limit} tokens "
+                             f"(max_position_embeddings); shorten the prompt" + (" or generate fewer tokens" if new_tokens
+                             else " or split it into pieces of at most {limit} tokens".format(limit=limit)))
 
     def _pad_id(self) -> int | None:
         """The id used for padding: the tokenizer's pad token, else its EOS (as ``tokenize`` pads)."""
@@ -217,7 +237,8 @@ class HookedModel:
         needed = [r for r in resolved if r.item.reads_source_run]
         for index in sorted({r.item.source for r in needed}):
             if not 0 <= index < len(sources):
-                raise ValueError(f"plan reads source {index}, but {len(sources)} source input(s) were given")
+                raise ValueError(f"plan reads source {index}, but {len(sources)} source input(s) were given; "
+                                 f"pass one input per source index (sources=[...]) or set PlanItem(source=...) lower")
             batch = self.tokenize(sources[index])
             group = [r for r in needed if r.item.source == index]
             remaining = {id(r) for r in group}
@@ -252,7 +273,7 @@ class HookedModel:
         ...     out = hm.forward("Paris is in")
         """
         if mode not in GENERATION_MODES:
-            raise ValueError(f"mode {mode!r}: expected one of {GENERATION_MODES}")
+            raise ValueError(f"mode {mode!r}: expected one of {GENERATION_MODES}; use mode='prompt' (the default)")
         resolved = self._resolve_plan(plan)
         if mode == "every_step" and any(r.item.intervention.needs_source for r in resolved):
             raise ValueError("mode='every_step' applies only source-free interventions (steering, ReFT)")
@@ -341,6 +362,7 @@ class HookedModel:
         [' Paris.']
         """
         batch = self.tokenize(inputs, padding_side="left")
+        self._check_length(batch["input_ids"].shape[1], max_new_tokens)
         pad_id = self._pad_id()
         generate_kwargs.setdefault("do_sample", False)
         with self.intervene(plan, sources, mode=mode):

@@ -42,6 +42,9 @@ def _dims_mask(dims: Sequence[int] | torch.Tensor | None) -> torch.Tensor | None
     index = torch.as_tensor(list(dims), dtype=torch.long)
     if index.numel() == 0:
         raise ValueError("dims is empty: pass None for all dimensions or at least one index")
+    if bool((index < 0).any()):
+        raise ValueError(f"dims {index.tolist()}: channel indices must be >= 0 (0..d-1); give non-negative indices "
+                         f"or a boolean mask")
     mask = torch.zeros(int(index.max()) + 1, dtype=torch.bool)
     mask[index] = True
     return mask
@@ -61,7 +64,8 @@ class _DimsMixin:
         if mask.dim() == 1 and mask.shape[0] < base.shape[-1]:  # indices below d: pad with False
             mask = torch.cat([mask, mask.new_zeros(base.shape[-1] - mask.shape[0])])
         if mask.shape[-1] != base.shape[-1]:
-            raise ValueError(f"dims mask has {mask.shape[-1]} channels, the site has {base.shape[-1]}")
+            raise ValueError(f"dims reach channel {mask.shape[-1] - 1}, but the site has {base.shape[-1]} channels "
+                             f"(0..{base.shape[-1] - 1}); use indices below {base.shape[-1]}")
         return torch.where(mask, new, base)  # (B, k, d)
 
 
@@ -100,7 +104,7 @@ class MeanAblation(_DimsMixin, Intervention):
     def __init__(self, mean: torch.Tensor, dims: Sequence[int] | torch.Tensor | None = None) -> None:
         super().__init__()
         if mean.dim() != 1:
-            raise ValueError(f"mean must be a (d,) vector, got shape {tuple(mean.shape)}")
+            raise ValueError(f"mean must be a (d,) vector, got shape {tuple(mean.shape)}; e.g. pass acts.mean(0)")
         self.register_buffer("mean", mean.detach().clone())
         self.hidden_size = mean.shape[0]
         self._init_dims(dims)
@@ -115,7 +119,8 @@ class AddVector(Intervention):
     def __init__(self, vector: torch.Tensor, scale: float = 1.0) -> None:
         super().__init__()
         if vector.dim() != 1:
-            raise ValueError(f"vector must be a (d,) vector, got shape {tuple(vector.shape)}")
+            raise ValueError(f"vector must be a (d,) vector, got shape {tuple(vector.shape)}; pass one direction, "
+                             f"e.g. vector[0]")
         self.register_buffer("vector", vector.detach().clone())
         self.scale = float(scale)
         self.hidden_size = vector.shape[0]

@@ -93,6 +93,10 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype = torch.flo
         device_map = "auto"
     target = None if device_map is not None else parse_device(device)
     path = prepare_default_model() if name_or_path == DEFAULT_MODEL else name_or_path
+    looks_local = str(path).startswith((".", "/", "~")) or str(path).count("/") > 1  # hub names: 'org/model'
+    if looks_local and not Path(path).expanduser().exists():
+        raise FileNotFoundError(f"model {name_or_path!r}: no such folder; give a Hugging Face model folder (with "
+                                f"config.json), a hub name like 'org/model', or {DEFAULT_MODEL!r}")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForMaskedLM if config.model_type in ("bert", "roberta") else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map)

@@ -133,7 +133,7 @@ class OrthonormalRows(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         if not 0 < r <= d:
-            raise ValueError(f"rank {r} out of range: it must be between 1 and the hidden size {d}")
+            raise ValueError(f"rank {r} out of range: it must be between 1 and the hidden size {d}; choose r in 1-{d}")
         self.d, self.r = d, r
         dtype = master_dtype(dtype) or torch.get_default_dtype()
         self.reflectors = nn.Parameter(torch.zeros(r, d, dtype=dtype, device=device))  # X: a_i as rows (r, d)

@@ -41,7 +41,8 @@ class PlanItem:
         if not isinstance(self.intervention, Intervention):
             raise TypeError(
                 f"plan item at {self.site}: intervention must be a workbench Intervention, got "
-                f"{type(self.intervention).__name__}"
+                f"{type(self.intervention).__name__}; wrap your module as a subclass of "
+                f"workbench.interventions.Intervention, or use e.g. Patch(), AddVector(v)"
             )
 
     @property

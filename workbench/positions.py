@@ -87,7 +87,8 @@ class Indices(PositionSelector):
         batch = input_ids.shape[0]
         if self.indices and isinstance(self.indices[0], tuple):
             if len(self.indices) != batch:
-                raise ValueError(f"Indices gives {len(self.indices)} rows for a batch of {batch} examples")
+                raise ValueError(f"Indices gives {len(self.indices)} rows for a batch of {batch} examples; "
+                             f"give one row per example (or one flat list for all)")
             rel, mask = _pad_rows([list(r) for r in self.indices], input_ids.device)
         else:
             rel = torch.tensor(self.indices, dtype=torch.long, device=input_ids.device).expand(batch, -1)
@@ -197,9 +198,14 @@ def parse_positions(spec: "str | int | Sequence[int] | PositionSelector") -> Pos
     if re.fullmatch(r"-?\d+(,-?\d+)*", text):
         return Indices([int(i) for i in text.split(",")])
     match = _SPEC_RE.match(text)
+    if match is not None and text and int(match.group("f") or 0) + int(match.group("l") or 0) == 0 and \
+            (match.group("f") or match.group("l")):
+        raise ValueError(f"position spec {spec!r} would select no tokens (first + last must be at least 1); "
+                         f"use e.g. 'l1' or 'f1+l1'")
     if not text or match is None or not (match.group("f") or match.group("l")):
         raise ValueError(
             f"cannot parse position spec {spec!r}: expected e.g. 'l1', 'f1+l1', 'f7+l7', 'all', "
-            f"'match:,' (a regex over token texts) or indices like '0,-1'"
+            f"'match:,' (a regex over token texts) or indices like '0,-1'; "
+            f"use one of these forms"
         )
     return FirstLast(int(match.group("f") or 0), int(match.group("l") or 0))

@@ -40,6 +40,8 @@ def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None)
     """Write ``results.parquet``, ``results.csv``, ``figure.html`` and, last, ``config.json``: a
     folder whose ``config.json`` exists is complete (``is_complete``), even after a kill."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {folder} is a file, not a folder; give another --out path")
     folder.mkdir(parents=True, exist_ok=True)
     config = {**config, "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     paths = {"table": folder / "results.parquet", "csv": folder / "results.csv", "config": folder / "config.json"}

@@ -48,10 +48,10 @@ class Site:
         if self.head is not None and self.component != "z":
             raise ValueError(
                 f"site L{self.layer}.{self.component}: a head can only be given for component 'z' "
-                f"(per-head attention output), got head={self.head}"
+                f"(per-head attention output), got head={self.head}; use Site({self.layer}, 'z', head={self.head}) or drop the head"
             )
         if self.head is not None and self.head < 0:
-            raise ValueError(f"site {self}: head must be >= 0, got {self.head}")
+            raise ValueError(f"site {self}: head must be >= 0, got {self.head}; use a head index such as 0")
 
     def __str__(self) -> str:
         head = f"head{self.head}." if self.head is not None else ""

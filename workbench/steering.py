@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from .errors import read_json, read_tensors
 from .interventions import AddVector
 from .plan import PlanItem
 from .runs import atomic_write
@@ -50,10 +51,16 @@ def load_steering(folder: str | Path, device: str | torch.device | None = None,
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} + {WEIGHTS_FILE} in {folder}: not a saved steering vector")
-    meta = json.loads((folder / CONFIG_FILE).read_text())
+    fix = "save it again with save_steering"
+    meta = read_json(folder / CONFIG_FILE, "steering description", fix)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder / CONFIG_FILE}: format {meta.get('format')!r}, this version reads {FORMAT!r}")
-    vector = load_file(str(folder / WEIGHTS_FILE))["vector"].to(device=device, dtype=dtype)  # (d,)
+    tensors = read_tensors(folder / WEIGHTS_FILE, "steering vector file", fix)
+    if "vector" not in tensors or tensors["vector"].dim() != 1 or tensors["vector"].shape[0] != meta.get("d", tensors["vector"].shape[0]):
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        raise ValueError(f"{folder / WEIGHTS_FILE}: expected one tensor 'vector' of shape ({meta.get('d')},) as "
+                         f"{CONFIG_FILE} says, got {shapes}; {fix}")
+    vector = tensors["vector"].to(device=device, dtype=dtype)  # (d,)
     return [PlanItem(meta["site"], meta.get("positions", "all"), AddVector(vector, meta.get("scale", 1.0)))], meta
 
 

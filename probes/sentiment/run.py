@@ -72,7 +72,7 @@ def run_sentiment(hm: HookedModel, config: SentimentConfig, out: str | Path) -> 
     for name, chosen in (("layers", layers), ("das_layers", config.das_layers), ("ablation_layers", ablation_layers)):
         bad = [layer for layer in chosen if not 0 <= layer < n]
         if bad:
-            raise ValueError(f"{name} {bad}: model has {n} layers (0-{n - 1})")
+            raise ValueError(f"{name} {bad}: model has {n} layers (0-{n - 1}); use layers in that range")
     fit_layers = sorted(set(layers) | set(config.das_layers) | set(ablation_layers))
     sst_source = None if config.sst_folder is None else sst_folder(config.sst_folder)  # fails now, not at the end
     record = {"model": hm.name, **asdict(config), "layers": layers, "ablation_layers": ablation_layers}

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from workbench import orthogonal
+from workbench.errors import check_finite_loss
 from workbench.hooked import HookedModel
 from workbench.plan import PlanItem
 from workbench.positions import Indices
@@ -64,9 +65,9 @@ class MemorizeConfig:
             raise ValueError(f"path {self.path!r}: expected one of {PATHS}")
         for name in ("n_tokens", "rank", "n_pairs", "max_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}; e.g. {name}=1")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"lr must be > 0, got {self.lr}; e.g. lr=1e-2")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,6 +178,7 @@ def _train(hm, task, config, forward, intervention, optimizer, targets, progress
         loss = memorization_loss(logits, targets)
         train_prefix = prefix_lengths(logits.detach().argmax(-1).cpu(), task.target_ids)  # (K,)
         history.append(float(loss.detach()))
+        check_finite_loss(history[-1], step, f"memorize N={task.n_tokens} at L{config.layer}", config.lr)
         if bool((train_prefix == task.n_tokens).all()) and step - last_verify >= 10:
             last_verify = step
             intervention.eval()

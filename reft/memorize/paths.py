@@ -51,7 +51,8 @@ def _prompt_position(task: MemorizationTask, position: int) -> int:
 
 def _check_layer(hm: HookedModel, layer: int) -> None:
     if not 0 <= layer < hm.n_layers:
-        raise ValueError(f"layer {layer} out of range; the model has {hm.n_layers} layers (0-{hm.n_layers - 1})")
+        raise ValueError(f"layer {layer} out of range; the model has {hm.n_layers} layers (0-{hm.n_layers - 1}); "
+                         f"use a layer in that range")
 
 
 class NaiveForward:

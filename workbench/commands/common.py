@@ -26,3 +26,45 @@ def load_from_args(args: argparse.Namespace):
     from .. import models
     return models.load_model(args.model, dtype=DTYPES[args.dtype], device=args.device,
                              trust_remote_code=args.trust_remote_code)
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (the error names the value, the range and the fix).
+
+    >>> at_least(1)("3")
+    3
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give an integer >= {minimum}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; give an integer >= {minimum}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (learning rates, time limits).
+
+    >>> positive("1e-3")
+    0.001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a number > 0, e.g. 1e-3") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; give a finite number > 0, e.g. 1e-3")
+    return value
+
+
+def check_site_args(hm, layer: int, component: str, k: int | None = None) -> None:
+    """``--layer``/``--component``/``--k`` against the loaded model, before any data is prepared."""
+    from ..sites import Site
+    d = hm.site_size(Site(layer, component))  # names the layer range
+    if k is not None and not 0 <= k <= d:
+        raise ValueError(f"--k {k} out of range: the site L{layer}.{component} has hidden size {d}; "
+                         f"use --k between 0 and {d}")

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..sites import COMPONENTS
-from .common import add_model_args, load_from_args
+from .common import add_model_args, at_least, check_site_args, load_from_args, positive
 
 DATA_DEFAULT = "geonames-cities"
 
@@ -32,25 +32,25 @@ def add_data_args(parser: argparse.ArgumentParser, attributes_flag: str = "--att
                              "or a RAVEL-format folder")
     parser.add_argument("--entity-type", default="city",
                         help="RAVEL entity type: city, nobel_prize_winner, occupation, physical_object, verb")
-    parser.add_argument("--min-population", type=int, default=500_000, help="geonames cities: population floor")
+    parser.add_argument("--min-population", type=at_least(0), default=500_000, help="geonames cities: population floor")
     parser.add_argument("--layer", type=int, default=8, help="layer of the site (0-based)")
     parser.add_argument("--component", default="resid_post", choices=sorted(COMPONENTS))
     parser.add_argument("--position", default="entity-last", choices=["entity-last"],
                         help="token intervened on in base and source: the entity's last token")
-    parser.add_argument("--k", type=int, default=16, help="subspace size")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16, help="training batch size")
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--patience", type=int, default=1, help="epochs without better val IIA before stopping")
-    parser.add_argument("--entities", type=int, nargs=3, default=[120, 40, 60], metavar=("TRAIN", "VAL", "TEST"),
+    parser.add_argument("--k", type=at_least(0), default=16, help="subspace size")
+    parser.add_argument("--epochs", type=at_least(1), default=3)
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="training batch size")
+    parser.add_argument("--lr", type=positive, default=1e-2)
+    parser.add_argument("--patience", type=at_least(1), default=1, help="epochs without better val IIA before stopping")
+    parser.add_argument("--entities", type=at_least(0), nargs=3, default=[120, 40, 60], metavar=("TRAIN", "VAL", "TEST"),
                         help="entities drawn per split before filtering")
-    parser.add_argument("--examples", type=int, nargs=3, default=[128, 32, 64], metavar=("TRAIN", "VAL", "TEST"),
+    parser.add_argument("--examples", type=at_least(0), nargs=3, default=[128, 32, 64], metavar=("TRAIN", "VAL", "TEST"),
                         help="counterfactual examples per attribute and kind (cause / isolate) per split")
-    parser.add_argument("--max-templates", type=int, default=3, help="templates per attribute and split")
-    parser.add_argument("--max-entity-tokens", type=int, default=None,
+    parser.add_argument("--max-templates", type=at_least(1), default=3, help="templates per attribute and split")
+    parser.add_argument("--max-entity-tokens", type=at_least(1), default=None,
                         help="drop entities longer than this many tokens (1: the last token is the whole entity)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--out", help="output folder (default runs/<command>-<time>)")
 
 
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     args.attribute = attributes[0]
     hm = load_from_args(args)
     site = Site(args.layer, args.component)
+    check_site_args(hm, args.layer, args.component, args.k)  # before the data is prepared
     setup = prepare_ravel(hm, data, attributes,
                           _splits(args.examples), _splits(args.entities), args.max_templates, args.seed,
                           progress=True, max_entity_tokens=args.max_entity_tokens)
@@ -148,7 +149,7 @@ def register(sub) -> None:
                      help="other attributes whose prompts give Isolate test examples, e.g. Continent")
     das.add_argument("--method", default="das", choices=["das", "rotated", "boundless"],
                      help="das: low-rank rotation (k rows); rotated: full d x d rotation; boundless: learned size")
-    das.add_argument("--max-rank", type=int, default=None, help="boundless: rotated coordinates (default d)")
+    das.add_argument("--max-rank", type=at_least(1), default=None, help="boundless: rotated coordinates (default d)")
     add_data_args(das)
     add_model_args(das)
     das.set_defaults(func=run)

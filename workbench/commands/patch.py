@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..sites import COMPONENTS
-from .common import add_model_args, load_from_args
+from .common import add_model_args, at_least, load_from_args, positive
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +45,8 @@ def register(sub) -> None:
     patch.add_argument("--foil", required=True, help="answer token of the source, e.g. ' Rome'")
     patch.add_argument("--grid", default="position", choices=["position", "head"])
     patch.add_argument("--component", default="resid_pre", choices=sorted(COMPONENTS))
-    patch.add_argument("--batch-size", type=int, default=64, help="patched runs per forward")
-    patch.add_argument("--top", type=int, default=10, help="how many cells to print")
+    patch.add_argument("--batch-size", type=at_least(1), default=64, help="patched runs per forward")
+    patch.add_argument("--top", type=at_least(0), default=10, help="how many cells to print")
     patch.add_argument("--out", help="output folder (default runs/patch-<time>)")
     add_model_args(patch)
     patch.set_defaults(func=run)

@@ -27,7 +27,7 @@ from ..orthogonal import OrthonormalRows
 
 def _check_k(k: int, d: int, what: str = "subspace size k") -> int:
     if not 0 <= int(k) <= d:
-        raise ValueError(f"{what} = {k} out of range: it must be between 0 and the hidden size {d}")
+        raise ValueError(f"{what} = {k} out of range: it must be between 0 and the hidden size {d}; choose k in 0-{d}")
     return int(k)
 
 
@@ -146,7 +146,8 @@ class BoundlessRotatedSpaceIntervention(Intervention):
         if self.max_rank == 0:
             raise ValueError("max_rank = 0: Boundless DAS needs at least one rotated coordinate")
         if not 0 < init_size <= self.max_rank:
-            raise ValueError(f"init_size = {init_size} out of range: it must be between 1 and max_rank {self.max_rank}")
+            raise ValueError(f"init_size = {init_size} out of range: it must be between 1 and max_rank {self.max_rank}; "
+                             f"choose a smaller init_size")
         self.rotation = OrthonormalRows(d, self.max_rank, dtype=dtype, device=device)  # R (r, d)
         fraction = torch.tensor(init_size / self.max_rank, device=device)
         self.boundary_logit = nn.Parameter(torch.logit(fraction.clamp(1e-4, 1 - 1e-4)))

@@ -13,13 +13,12 @@ Runs saved before R became reflectors (torch's parametrization with a d x d ``ba
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..devices import place
+from ..errors import check_shapes, read_json, read_tensors
 from ..orthogonal import has_legacy_rows, migrate_legacy_rows
 
 CONFIG_FILE, WEIGHTS_FILE = "intervention.json", "intervention.safetensors"
@@ -39,12 +38,13 @@ def load_das(folder: str | Path, device: str | torch.device | None = None):
         if not path.is_file():
             raise FileNotFoundError(f"no {path.name} in {folder}: not a saved DAS intervention "
                                     f"(written by `workbench das --out FOLDER`)")
-    meta = json.loads(config_path.read_text())
+    fix = "run `workbench das --out FOLDER` again or restore the folder from a copy"
+    meta = read_json(config_path, "DAS intervention description", fix)
     missing = sorted({"method", "site", "d", "k"} - set(meta))
     if missing:
         raise ValueError(f"{config_path}: fields {missing} are missing; expected method, site, d, k (and max_rank)")
     intervention = build_intervention(meta["method"], int(meta["d"]), int(meta["k"]), meta.get("max_rank"))
-    state = load_file(str(weights_path))
+    state = read_tensors(weights_path, "DAS weights file", fix)
     state.pop("basis", None)  # saved for readers without the module; derived from the state
     if has_legacy_rows(state):
         state = migrate_legacy_rows(state, {".rows.": ".rotation."})
@@ -52,6 +52,7 @@ def load_das(folder: str | Path, device: str | torch.device | None = None):
     if set(state) != set(own):
         raise ValueError(f"{weights_path}: tensors {sorted(state)} do not match a {meta['method']} intervention "
                          f"with d={meta['d']}, k={meta['k']} (expected {sorted(own)})")
+    check_shapes(state, own, weights_path, f"the weights do not match {CONFIG_FILE} (d, k): {fix}")
     intervention.load_state_dict(state)
     if device is not None:
         place(intervention, device)

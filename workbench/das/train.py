@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import check_finite_loss
 from ..hooked import HookedModel
 from ..interventions import Intervention
 from ..plan import PlanItem
@@ -51,6 +52,16 @@ class TrainConfig:
     temperature: tuple[float, float] = (1.0, 0.01)  # Boundless DAS: annealed geometrically start -> end
     size_penalty: float = 0.0  # Boundless DAS: loss weight of the soft subspace size / max_rank
     progress: bool = True  # tqdm bar over steps
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}; e.g. {name}=1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}; e.g. lr=1e-2")
+        if min(self.temperature) <= 0 or self.size_penalty < 0:
+            raise ValueError(f"temperature {self.temperature} must be > 0 and size_penalty {self.size_penalty} >= 0; "
+                             f"e.g. temperature=(1.0, 0.01)")
 
 
 @dataclass
@@ -207,6 +218,7 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                         task_loss = task_loss + config.size_penalty * m.boundary() / m.max_rank
                     loss = loss + task_loss
                     parts[name] = float(task_loss.detach())
+                check_finite_loss(sum(parts.values()), global_step, f"alignment training at {site}", config.lr)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()

@@ -275,7 +275,7 @@ def import_from(name: str, path: str | os.PathLike, source: str | None = None) -
     if entry.source in ("package", "code"):
         return check_installed(entry)
     if not path.exists():
-        raise FileNotFoundError(f"--from {path}: no such file or folder")
+        raise FileNotFoundError(f"--from {path}: no such file or folder; give the folder, file or archive you have")
     staged = _staging(entry.name)
     extra: dict = {}
     try:

@@ -30,6 +30,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from ..errors import UnknownName
 from .registry import dataset_path, is_name
 from .report import DataReport
 
@@ -70,7 +71,7 @@ class RavelData:
             dropped = self.report[(self.report["what"] == "attributes") & (self.report["outcome"] != "kept")] \
                 if len(self.report) else self.report
             note = "".join(f"; dropped at load ({row.outcome}): {row.examples}" for row in dropped.itertuples())
-            raise KeyError(f"attribute {attribute!r} not in this {self.entity_type} data; "
+            raise UnknownName(f"attribute {attribute!r} not in this {self.entity_type} data; "
                            f"available: {self.attribute_names}{note}")
         return [t for t in self.prompts[attribute] if split is None or self.prompt_split[t] == split]
 
@@ -112,7 +113,7 @@ def _fold(name: str) -> str:
 
 def _check_split(split: str | None) -> None:
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split {split!r}: expected one of {SPLITS} (or None for all)")
+        raise ValueError(f"split {split!r}: expected one of {SPLITS} (or None for all); use one of these")
 
 
 def _name(text: str) -> str:
@@ -128,7 +129,8 @@ def _read_json(path: Path, entity_type: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_Pairs)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise ValueError(f"{path}: not valid JSON ({error}); fetch the data again (`workbench data fetch ravel`) "
+                         f"or fix the file") from None
 
 
 class _Pairs(list):
@@ -137,7 +139,8 @@ class _Pairs(list):
 
 def _pairs(obj, path: Path, field: str) -> list[tuple[str, object]]:
     if not isinstance(obj, _Pairs):
-        raise ValueError(f"{path}: field {field!r} must be a JSON object, got {type(obj).__name__}")
+        raise ValueError(f"{path}: field {field!r} must be a JSON object, got {type(obj).__name__}; fetch the data "
+                         f"again or fix the file")
     return list(obj)
 
 
@@ -245,7 +248,8 @@ def load_ravel(source: str | Path = "ravel", entity_type: str = "city") -> Ravel
             prompts.pop(attribute, None)
     if not attributes or not prompts:
         raise ValueError(f"{folder}: no usable {entity_type} {'entities' if not attributes else 'attributes'} "
-                         f"after skipping ({report.frame().to_dict('records')})")
+                         f"after skipping ({report.frame().to_dict('records')}); check the files, or fetch them "
+                         f"again (`workbench data fetch ravel`)")
     report.kept("load", "entities", len(attributes))
     report.kept("load", "attributes", len(prompts))
     report.kept("load", "templates", sum(len(t) for t in prompts.values()))

@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UnknownName
+
 SOURCES = ("download", "pypi", "package", "code")
 MANIFEST = "MANIFEST.json"
 RAVEL_TYPES = ("city", "nobel_prize_winner", "occupation", "physical_object", "verb")
@@ -185,7 +187,7 @@ def get(name: str) -> Dataset:
     for entry in REGISTRY.values():
         if name == entry.name or name in entry.aliases:
             return entry
-    raise KeyError(f"no dataset {name!r}; known datasets: {sorted(REGISTRY)} (see `workbench data list`)")
+    raise UnknownName(f"no dataset {name!r}; known datasets: {sorted(REGISTRY)} (see `workbench data list`)")
 
 
 def is_name(name) -> bool:

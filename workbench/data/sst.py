@@ -69,7 +69,10 @@ def sst_folder(source: str | Path | None = "sst") -> Path:
     """
     if source is None or (is_name(str(source)) and not Path(source).is_dir()):
         return dataset_path("sst")
-    return Path(source)
+    if not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(f"SST folder {source} does not exist; pass the folder holding sst_train/dev/test.txt, "
+                                f"or use 'sst' (after `workbench data fetch sst`)")
+    return Path(source).expanduser()
 
 
 def load_sst(folder: str | Path | None = "sst", split: str = "dev", binary: bool = True, detokenize: bool = True,
