@@ -3,6 +3,13 @@
 Registered as the ``workbench.commands`` entry point ``sentiment``; ``workbench neuron`` lives in
 `probes.neuron_commands`.
 
+    workbench sentiment run --layers 0,6,12 --methods mean_diff,probe --sst-limit 100 --out runs/sentiment
+    workbench sentiment project --text "The movie was great, I loved it" \\
+        --directions runs/sentiment/directions.safetensors --layer 6 --out runs/projection.html
+
+``run`` writes ``patching/``, ``directions/`` and ``sst/`` tables (each with ``config.json``),
+``directions.safetensors`` and ``summary.json``; ``project`` writes one HTML figure.
+
 >>> args = build_parser().parse_args(["sentiment", "run", "--layers", "0,6", "--sst-limit", "0"])
 >>> args.layers, args.sst_limit
 ('0,6', 0)

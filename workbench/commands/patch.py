@@ -1,4 +1,11 @@
-"""``workbench patch``: an activation-patching sweep on one base/source pair."""
+"""``workbench patch``: an activation-patching sweep on one base/source pair.
+
+    workbench patch --base "Paris is in the country of" --source "Rome is in the country of" \\
+        --target " France" --foil " Italy" --out runs/demo-patch
+
+Writes ``results.parquet``/``results.csv``, ``figure.html`` (layer x position heatmap) and
+``config.json``; ``--grid head`` sweeps layer x head instead.
+"""
 
 from __future__ import annotations
 
