@@ -58,8 +58,11 @@ def _default_metric(hm: HookedModel, metric, target, foil) -> Metric:
 def _run_cells(hm: HookedModel, base_batch, layers_of_rows: list[int], items_for_layer: Callable,
                metric: Metric, batch_size: int) -> list[float]:
     """Run cells in chunks; ``items_for_layer(layer, rows)`` gives the plan items of one chunk."""
+    from tqdm.auto import tqdm
+
     values: list[float] = []
-    for start in range(0, len(layers_of_rows), batch_size):
+    starts = range(0, len(layers_of_rows), batch_size)
+    for start in tqdm(starts, desc="patched runs", unit="batch", leave=False, disable=len(starts) < 4):
         chunk = layers_of_rows[start:start + batch_size]
         n = len(chunk)
         batch = {k: v.expand(n, -1) for k, v in base_batch.items()}  # (n, T), no copy

@@ -130,7 +130,8 @@ def evaluate(hm: HookedModel, site: Site | str, intervention: Intervention, data
     intervention.eval()
     predicted = []
     try:
-        for start in range(0, len(data), batch_size):
+        starts = range(0, len(data), batch_size)
+        for start in tqdm(starts, desc=f"evaluate {site}", unit="batch", leave=False, disable=len(starts) < 4):
             index = torch.arange(start, min(start + batch_size, len(data)))
             predicted.append(intervened_logits(hm, site, intervention, data, index, states).argmax(-1).cpu())
     finally:
