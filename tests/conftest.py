@@ -115,3 +115,12 @@ def shared_cache(data_cache):
         pytest.skip(f"the offline data mirror {SHARED_DATA} is absent; `workbench data fetch ravel|sst|alice-pg11` "
                     f"fills a cache from upstream instead")
     return data_cache["root"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (timing- and RSS-sensitive modules use it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,12 +23,7 @@ PAIRS = [("the cat sat on", "the mat ."), ("Paris is in", "France ."), ("I thoug
          ("a dog sat in", "the city ,"), ("Rome is in", "Italy ."), ("I hated", "it ?")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread for the module
 
 
 def stir_rng() -> None:

@@ -24,12 +24,7 @@ RUNS, WARMUP = 1000, 100
 BASE, SOURCE = "the cat sat on the mat", "a dog sat in a city"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread for the module
 
 
 def rss_bytes() -> int:

@@ -43,12 +43,7 @@ SETTINGS = settings(max_examples=120, deadline=None, database=None, derandomize=
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: 1 torch thread for the module
 
 
 @lru_cache(maxsize=None)
