@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
                   "ravel_config": asdict(config), "data_origin": data.origin, "model": hm.name,
                   "threads": torch.get_num_threads(), "prepare_seconds": round(details["prepare_seconds"], 1),
                   "seconds": round(time.time() - started, 1)}
-    paths = save_run(out, table, run_config, figure=ravel_figure(table))
+    summary = {"site": config.site, "k": config.k, "attributes": list(config.attributes), "model": hm.name,
+               "scores": table.to_dict(orient="records"), "kept": details["summary"].to_dict(orient="records"),
+               "seconds": run_config["seconds"]}
+    paths = save_run(out, table, run_config, figure=ravel_figure(table), summary=summary)
     atomic_write(out / "kept.csv", lambda tmp: details["summary"].to_csv(tmp, index=False))
     save_data_report(out, details["report"])
     print("kept share of queries the model answers correctly:")

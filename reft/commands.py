@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from workbench.commands.common import add_model_args, at_least, load_from_args, positive
+from workbench.runs import atomic_write, write_summary
 
 from workbench.data.instructions import DATASETS, persona_eval_prompts
 
@@ -88,8 +89,13 @@ def run_train(args: argparse.Namespace) -> int:
               "reft_config": config.to_dict(), "trainable_params": reft.num_trainable_parameters(),
               "base_params": reft.num_base_parameters(), "seconds": round(time.time() - started, 1),
               "generations": [{"prompt": p, "base": b, "reft": a} for p, b, a in zip(prompts, before, after)]}
-    (out / "config.json").write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}/ (reft_config.json, interventions.safetensors, history.json, config.json)")
+    summary = {"model": hm.name, "steps": result.steps, "train_seconds": round(result.seconds, 1),
+               "loss_first": losses[0] if losses else None, "loss_final": losses[-1] if losses else None,
+               "trainable_params": record["trainable_params"], "seconds": record["seconds"]}
+    write_summary(out, {"command": "reft train", **summary})
+    # config.json last and atomically: its presence marks the run complete, as save_run does
+    atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, default=str)))
+    print(f"wrote {out}/ (reft_config.json, interventions.safetensors, history.json, summary.json, config.json)")
     return 0
 
 

@@ -70,7 +70,7 @@ def run_one(args: argparse.Namespace) -> int:
               "memorize_config": config.to_dict(), "intervention": intervention.spec(), "model_name": hm.name,
               "text_path": str(resolve_text_path(args.text)), "text_sha": text_fingerprint(story),
               "keys": list(task.keys), "seconds_total": round(time.time() - started, 1)}
-    paths = save_run(out, pd.DataFrame([row]), record)
+    paths = save_run(out, pd.DataFrame([row]), record, summary={"model": hm.name, **row})
     state = {k: v.detach().contiguous().cpu() for k, v in intervention.state_dict().items()}
     atomic_write(out / "intervention.safetensors", lambda tmp: save_file(state, tmp))  # umask mode, not 0600
     status = "recited exactly" if row["exact"] else f"exact prefix {row['exact_prefix']}/{config.n_tokens}"

@@ -36,9 +36,19 @@ def atomic_write(path: str | Path, write) -> None:
             os.remove(tmp)
 
 
-def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None) -> dict[str, Path]:
-    """Write ``results.parquet``, ``results.csv``, ``figure.html`` and, last, ``config.json``: a
-    folder whose ``config.json`` exists is complete (``is_complete``), even after a kill."""
+def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None,
+             summary: dict | None = None) -> dict[str, Path]:
+    """Write ``results.parquet``, ``results.csv``, ``figure.html``, ``summary.json`` and, last,
+    ``config.json``: a folder whose ``config.json`` exists is complete (``is_complete``), even after
+    a kill. ``summary`` holds the numbers the command printed (a run's headline, readable without
+    pandas); without one, it records the table's size and columns.
+
+    >>> import tempfile; folder = tempfile.mkdtemp()
+    >>> sorted(save_run(folder, pd.DataFrame({"x": [1]}), {"command": "demo"}, summary={"best": 1}))
+    ['config', 'csv', 'summary', 'table']
+    >>> json.loads((Path(folder) / "summary.json").read_text())["best"]
+    1
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output folder {folder} is a file, not a folder; give another --out path")
@@ -52,8 +62,32 @@ def save_run(folder: str | Path, table: pd.DataFrame, config: dict, figure=None)
     if figure is not None:
         paths["figure"] = folder / "figure.html"
         atomic_write(paths["figure"], lambda tmp: figure.write_html(tmp, include_plotlyjs=True))
+    if summary is None:
+        summary = {"rows": len(plain), "columns": [str(c) for c in plain.columns]}
+    paths["summary"] = write_summary(folder, {"command": config.get("command"), **summary})
     atomic_write(paths["config"], lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, default=str)))
     return paths
+
+
+def write_summary(folder: str | Path, summary: dict) -> Path:
+    """``folder/summary.json``, written atomically (NaN and numpy scalars become plain JSON)."""
+    path = Path(folder) / "summary.json"
+    text = json.dumps(_plain(summary), indent=2, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def _plain(value):
+    # json.dumps writes NaN (invalid JSON) and stringifies numpy scalars: keep numbers numbers
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def is_complete(folder: str | Path, config: dict | None = None) -> bool:
@@ -75,4 +109,4 @@ def load_run(folder: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(folder / "results.parquet"), json.loads((folder / "config.json").read_text())
 
 
-__all__ = ["atomic_write", "is_complete", "save_run", "load_run"]
+__all__ = ["atomic_write", "is_complete", "save_run", "load_run", "write_summary"]

@@ -199,5 +199,7 @@ def results_frame(rows: list[dict], configs: list[MemorizeConfig] | None = None)
 def _save_table(out: Path, rows: list[dict], configs: list[MemorizeConfig], setup: dict) -> pd.DataFrame:
     df = results_frame(rows, configs)
     if len(df):
-        save_run(out, df, setup, figure=capacity_figure(df))
+        summary = {"runs": len(df), "exact_runs": int(df["exact"].sum()) if "exact" in df else None,
+                   "capacity": capacity_table(df).to_dict(orient="records") if "exact" in df else None}
+        save_run(out, df, setup, figure=capacity_figure(df), summary=summary)
     return df

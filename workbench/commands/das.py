@@ -126,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
                   "test_iia": {k: e.iia for k, e in scores.items()}, "train_seconds": round(result.seconds, 1),
                   "seconds": round(time.time() - started, 1),
                   "kept": setup.summary.to_dict(orient="records"), "data_origin": data.origin}
-    paths = save_run(out, table.drop(columns=["base_ids", "source_ids"], errors="ignore"), run_config)
+    summary = {"method": args.method, "site": str(site), "k": args.k, "attribute": args.attribute,
+               "val_iia": result.val_iia, "best_epoch": result.best_epoch,
+               "test_iia": {k: e.iia for k, e in scores.items()},
+               "test_examples": {k: len(e.examples) for k, e in scores.items()},
+               "train_seconds": round(result.seconds, 1), "seconds": round(time.time() - started, 1)}
+    paths = save_run(out, table.drop(columns=["base_ids", "source_ids"], errors="ignore"), run_config, summary=summary)
     result.history.to_csv(out / "history.csv", index=False)
     state = {k: v.detach().contiguous() for k, v in intervention.state_dict().items()}
     tensors = {**state, "basis": intervention.basis().contiguous()}

@@ -33,12 +33,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/patch-{datetime.now():%Y%m%d-%H%M%S}")
     config = {"command": "patch", **{k: v for k, v in vars(args).items() if k != "func"},
               "n_layers": hm.n_layers, "seconds": round(time.time() - started, 2)}
-    paths = save_run(out, df, config, figure=sweep_heatmap(df))
     cols = [c for c in ("layer", "position", "token", "head", "value", "normalized") if c in df.columns]
+    strongest = df.reindex(df["normalized"].abs().sort_values(ascending=False).index).head(args.top)
+    summary = {"model": hm.name, "metric": f"logit({args.target!r}) - logit({args.foil!r})",
+               "base_value": float(df.base_value[0]), "source_value": float(df.source_value[0]),
+               "cells": len(df), "seconds": config["seconds"], "strongest": strongest[cols].to_dict(orient="records")}
+    paths = save_run(out, df, config, figure=sweep_heatmap(df), summary=summary)
     print(f"model {hm.name}: logit({args.target!r}) - logit({args.foil!r}) = {df.base_value[0]:.3f} on the "
           f"base, {df.source_value[0]:.3f} on the source")
     print(f"strongest {args.top} cells (normalized 1 = the whole source's effect):")
-    strongest = df.reindex(df["normalized"].abs().sort_values(ascending=False).index).head(args.top)
     print(strongest[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
