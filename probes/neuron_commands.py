@@ -27,7 +27,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, load_from_args
+from workbench.commands.common import add_model_args, at_least, finite, load_from_args
+from workbench.data.sst import SST_SPLITS
 
 
 def load_texts(args: argparse.Namespace) -> list[str]:
@@ -102,25 +103,25 @@ def _common(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--concept", required=required, help="'words:good,great,fine' or 'regex:^(good|great)$'")
     parser.add_argument("--texts", help="a text file, one text per line (default: SST sentences)")
     parser.add_argument("--sst", default="sst", help="registry dataset 'sst' (default) or an SST folder")
-    parser.add_argument("--sst-split", default="dev")
-    parser.add_argument("--limit", type=int, default=200, help="texts used: the first N lines of --texts, "
+    parser.add_argument("--sst-split", default="dev", choices=SST_SPLITS, help="SST split of the default texts")
+    parser.add_argument("--limit", type=at_least(1), default=200, help="texts used: the first N lines of --texts, "
                                                                "or N SST sentences (default 200)")
     parser.add_argument("--quantile", type=float, default=0.99, help="a neuron fires above this quantile of its activations")
-    parser.add_argument("--random", type=int, default=20, help="random neurons of the same site to compare with")
+    parser.add_argument("--random", type=at_least(0), default=20, help="random neurons of the same site to compare with")
     parser.add_argument("--positions", default="last", choices=["last", "all"],
                         help="set the neuron at the last token and read P(concept) there (default), or at every "
                              "token, averaged over positions (about 20x slower)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="texts per forward")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=at_least(0), default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--out", help="output folder (default runs/neuron-<time>)")
     add_model_args(parser)
 
 
 def _score_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--index", type=int, required=required, help="neuron index within the site")
-    parser.add_argument("--threshold", type=float, help="activation threshold (default: the --quantile of activations)")
+    parser.add_argument("--index", type=at_least(0), required=required, help="neuron index within the site")
+    parser.add_argument("--threshold", type=finite, help="activation threshold (default: the --quantile of activations)")
     _common(parser, required=required)
 
 
@@ -135,7 +136,7 @@ def register(sub) -> None:
     _score_options(score, required=True)
     score.set_defaults(func=score_command)
     find = actions.add_parser("find", help="rank all neurons by F1, score the top k against random ones")
-    find.add_argument("--top-k", type=int, default=10, help="best-F1 neurons scored by intervention")
+    find.add_argument("--top-k", type=at_least(1), default=10, help="best-F1 neurons scored by intervention")
     _common(find)
     find.set_defaults(func=find_command)
 

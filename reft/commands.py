@@ -74,7 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
     pairs = _load_pairs(args.dataset)
     rows = tokenize_pairs(hm.tokenizer, pairs, chat_template=chat, max_length=args.max_length)
     prompts = args.prompt or (persona_eval_prompts() if args.dataset == "persona" else [p for p, _ in pairs[:4]])
-    gen = dict(max_new_tokens=args.max_new_tokens, chat_template=chat)
+    gen = dict(max_new_tokens=args.max_new_tokens, chat_template=chat, progress=True)
     before = generate(reft, prompts, intervene=False, **gen)
     out = Path(args.out or f"runs/reft-{datetime.now():%Y%m%d-%H%M%S}")
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -107,7 +107,7 @@ def run_generate(args: argparse.Namespace) -> int:
     reft = load_reft(args.reft, hm, check_base=not args.skip_base_check)
     chat = False if args.no_chat_template else None
     prompts = args.prompt or persona_eval_prompts()
-    gen = dict(max_new_tokens=args.max_new_tokens, chat_template=chat)
+    gen = dict(max_new_tokens=args.max_new_tokens, chat_template=chat, progress=True)
     after = generate(reft, prompts, **gen)
     before = generate(reft, prompts, intervene=False, **gen) if args.compare else None
     if before is None:

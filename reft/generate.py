@@ -31,8 +31,9 @@ def prompt_batch(tokenizer, prompts: Sequence[str], chat_template: bool | None =
 
 @torch.no_grad()
 def generate_ids(reft, batch: dict[str, torch.Tensor], max_new_tokens: int = 32, do_sample: bool = False,
-                 intervene: bool = True) -> torch.Tensor:
-    """New token ids (B, new) for a left-padded batch; ``intervene=False`` gives the base model's.
+                 intervene: bool = True, progress: bool = False) -> torch.Tensor:
+    """New token ids (B, new) for a left-padded batch; ``intervene=False`` gives the base model's;
+    ``progress`` shows a bar over the new tokens.
 
     >>> generate_ids(reft, {"input_ids": ids, "attention_mask": mask}, 8)  # doctest: +SKIP
     """
@@ -43,14 +44,15 @@ def generate_ids(reft, batch: dict[str, torch.Tensor], max_new_tokens: int = 32,
     try:
         with orthogonal.cached():
             out = reft.hm.generate(batch, plan, mode="prompt", max_new_tokens=max_new_tokens,
-                                   do_sample=do_sample, eos_token_id=eos)
+                                   do_sample=do_sample, eos_token_id=eos, progress=progress)
     finally:
         reft.train(was_training)
     return out["ids"]  # (B, new)
 
 
 def generate(reft, prompts: str | Sequence[str], max_new_tokens: int = 32, chat_template: bool | None = None,
-             system_prompt: str | None = None, do_sample: bool = False, intervene: bool = True) -> list[str]:
+             system_prompt: str | None = None, do_sample: bool = False, intervene: bool = True,
+             progress: bool = False) -> list[str]:
     """Responses to ``prompts`` (greedy unless ``do_sample``), cut at the first EOS.
 
     >>> generate(reft, "Who are you?", max_new_tokens=12)                      # doctest: +SKIP
@@ -63,7 +65,8 @@ def generate(reft, prompts: str | Sequence[str], max_new_tokens: int = 32, chat_
     if tok is None:
         raise ValueError("this model has no tokenizer: use generate_ids with token ids")
     batch = prompt_batch(tok, prompts, chat_template, system_prompt)
-    new = generate_ids(reft, batch, max_new_tokens, do_sample=do_sample, intervene=intervene)  # (B, new)
+    new = generate_ids(reft, batch, max_new_tokens, do_sample=do_sample, intervene=intervene,
+                       progress=progress)  # (B, new)
     texts = []
     for row in new.tolist():
         if tok.eos_token_id in row:

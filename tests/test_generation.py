@@ -266,3 +266,18 @@ def test_failing_generation_leaves_no_hooks():
     with pytest.raises(IndexError):
         hm.generate("the cat sat", plan, max_new_tokens=2)
     assert hook_snapshot(hm.model) == []
+
+
+
+def test_generation_progress_ticks_once_per_new_token_and_changes_nothing(monkeypatch):
+    """``progress=True`` ticks a bar once per new token and generates the same ids."""
+    from workbench import progress
+
+    counts = []
+    close = progress.TokenProgress.close
+    monkeypatch.setattr(progress.TokenProgress, "close", lambda self: (counts.append(self.bar.n), close(self)))
+    hm = tiny_model("llama")
+    plain = hm.generate(["the cat", "a dog sat"], max_new_tokens=5)["ids"]
+    shown = hm.generate(["the cat", "a dog sat"], max_new_tokens=5, progress=True)["ids"]
+    assert torch.equal(plain, shown)
+    assert counts == [shown.shape[1]] == [5]

@@ -353,10 +353,11 @@ class HookedModel:
             return self.forward(inputs, use_cache=False, **forward_kwargs).logits
 
     def generate(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None, mode: str = "prompt",
-                 max_new_tokens: int = 20, **generate_kwargs) -> dict:
+                 max_new_tokens: int = 20, progress: bool = False, **generate_kwargs) -> dict:
         """Generate with interventions; returns ``{"ids": (B, new), "texts": [...]}``.
 
-        Prompts are left-padded. Greedy unless ``do_sample=True`` is passed.
+        Prompts are left-padded. Greedy unless ``do_sample=True`` is passed. ``progress=True``
+        shows a bar over the new tokens (generation on a big model or batch takes minutes).
 
         >>> hm.generate("The capital of France is", max_new_tokens=3)["texts"]   # doctest: +SKIP
         [' Paris.']
@@ -365,9 +366,15 @@ class HookedModel:
         self._check_length(batch["input_ids"].shape[1], max_new_tokens)
         pad_id = self._pad_id()
         generate_kwargs.setdefault("do_sample", False)
+        if progress:
+            from .progress import token_progress
+            criteria = list(generate_kwargs.pop("stopping_criteria", None) or [])
+            generate_kwargs["stopping_criteria"] = [*criteria, token_progress(max_new_tokens)]
         with self.intervene(plan, sources, mode=mode):
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                                       **generate_kwargs)
+        if progress:
+            generate_kwargs["stopping_criteria"][-1].close()
         new = out[:, batch["input_ids"].shape[1]:]  # (B, new)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True) if self.tokenizer is not None else None
         return {"ids": new, "texts": texts}

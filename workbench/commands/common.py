@@ -61,6 +61,21 @@ def positive(text: str) -> float:
     return value
 
 
+def finite(text: str) -> float:
+    """An argparse type: any finite number (thresholds, offsets).
+
+    >>> finite("-0.5")
+    -0.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a finite number, e.g. 0.5") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; give a finite number, e.g. 0.5")
+    return value
+
+
 def check_site_args(hm, layer: int, component: str, k: int | None = None) -> None:
     """``--layer``/``--component``/``--k`` against the loaded model, before any data is prepared."""
     from ..sites import Site
