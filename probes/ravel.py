@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from workbench import Patch
 from workbench.das import (CounterfactualData, LowRankRotatedSpaceIntervention, SubspaceInterchange, TrainConfig,
@@ -165,7 +166,7 @@ def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig,
                              f"raise entities_per_split or max_templates")
     methods = list(config.methods) + ([REFERENCE] if config.reference else [])
     rows = []
-    for method in methods:
+    for method in tqdm(methods, desc="RAVEL methods", unit="method", leave=False, disable=not config.progress):
         done = resume_dir / f"{method}.json" if resume_dir is not None else None
         if done is not None and done.is_file():
             saved = json.loads(done.read_text())
