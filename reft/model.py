@@ -56,18 +56,27 @@ def _site_key(site) -> str:
 
 
 class ReftModel(nn.Module):
-    """Interventions (the only parameters) plus the frozen model they edit (``hm``, not a submodule)."""
+    """Interventions (the only trainable parameters) plus the frozen model they edit.
+
+    The frozen model is a submodule (``base_model``), so DDP broadcasts it, FSDP can shard it and
+    ``.to()`` moves it; ``hm`` is the HookedModel view of it (not a module). Saving writes the
+    interventions only (``reft.saving.trainable_state``); ``train()`` leaves the frozen model in
+    eval mode, so its dropout never fires while the interventions train.
+    """
 
     def __init__(self, hm: HookedModel, config: ReftConfig, interventions: nn.ModuleDict) -> None:
         super().__init__()
         self.hm = hm
         self.reft_config = config
+        self.base_model = hm.model  # registered: the module tree holds the frozen model
         self.interventions = interventions
 
     # ---- structure ----------------------------------------------------------------------
-    @property
-    def base_model(self) -> nn.Module:
-        return self.hm.model
+    def train(self, mode: bool = True) -> "ReftModel":
+        """Train mode for the interventions; the frozen model stays in eval mode (no dropout)."""
+        super().train(mode)
+        self.base_model.eval()
+        return self
 
     @property
     def tokenizer(self):
@@ -96,16 +105,17 @@ class ReftModel(nn.Module):
     def to(self, *args, **kwargs) -> "ReftModel":
         """Move the base model and the interventions together. A half-precision dtype applies to
         the base model; the interventions keep fp32 master values (see ``reft.interventions``)."""
-        self.hm.model.to(*args, **kwargs)
+        self.base_model.to(*args, **kwargs)
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
-        return super().to(device=device, dtype=master_dtype(dtype))
+        self.interventions.to(device=device, dtype=master_dtype(dtype))
+        return self
 
     # ---- counting -----------------------------------------------------------------------
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def num_base_parameters(self) -> int:
-        return sum(p.numel() for p in self.hm.model.parameters())
+        return sum(p.numel() for p in self.base_model.parameters())
 
     def print_trainable_parameters(self) -> None:
         """Print trainable intervention parameters and their share of the base model's."""

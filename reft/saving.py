@@ -78,6 +78,20 @@ def describe(model: nn.Module) -> dict:
     return data
 
 
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` without the frozen base model's entries: the interventions (and a
+    classifier's head), under the same keys whether or not the base model is in the module tree.
+
+    >>> from reft.interventions import build_intervention
+    >>> sorted(trainable_state(build_intervention("direft", 4, 1)))
+    ['learned_source.bias', 'learned_source.weight', 'proj.weight']
+    """
+    reft = _reft_of(model)
+    base = getattr(getattr(reft, "hm", None), "model", None)
+    prefixes = tuple(f"{name}." for name, m in model.named_modules() if base is not None and m is base and name)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)} if prefixes else model.state_dict()
+
+
 def save_reft(model: nn.Module, folder: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write the config JSON and the weights (safetensors) of a ReFT model into ``folder``.
 
@@ -85,7 +99,7 @@ def save_reft(model: nn.Module, folder: str | os.PathLike, extra: dict | None = 
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in trainable_state(model).items()}
     meta = {**describe(model), **({"extra": extra} if extra else {})}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
@@ -112,10 +126,11 @@ def load_weights_into(model: nn.Module, folder: str | os.PathLike) -> None:
     state = read_tensors(path, "ReFT weights file", "save the model again (reft.save) or restore the folder from a copy")
     if has_legacy_rows(state):  # format 1: torch's parametrization of R, attribute `rotate`
         state = migrate_legacy_rows(state, {".rotate.": ".rotation."})
-    own = model.state_dict()
+    own = trainable_state(model)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected}); "
                          f"the weights and reft_config.json come from different saves: save the model again")
     check_shapes(state, own, path, "the weights do not belong to this reft_config.json: save the model again")
-    model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()})
+    # strict=False: the frozen base model's entries are not in a save (the keys were checked above)
+    model.load_state_dict({k: v.to(device=own[k].device, dtype=own[k].dtype) for k, v in state.items()}, strict=False)
