@@ -27,10 +27,13 @@ class Adapter:
     mlp_act: str  # input of this module = MLP neurons
     z: str  # input of this module = concatenated per-head attention outputs
     causal: bool = True  # decoder-only: a token never sees later tokens
+    # the norm between the last block and the unembedding (logit lens, direct logit attribution);
+    # None where the model has none at the stream's end (BERT's sits inside its MLM head)
+    final_norm: str | None = "norm"
 
 
 ADAPTERS: tuple[Adapter, ...] = (
-    Adapter("GPT-2", ("gpt2",), "h", "attn.c_proj", "mlp.c_proj", "mlp.c_proj", "attn.c_proj"),
+    Adapter("GPT-2", ("gpt2",), "h", "attn.c_proj", "mlp.c_proj", "mlp.c_proj", "attn.c_proj", final_norm="ln_f"),
     Adapter(
         "Llama family (Llama, Mistral, Qwen2, Qwen3, SmolLM2)",
         ("llama", "mistral", "qwen2", "qwen3"),
@@ -45,10 +48,10 @@ ADAPTERS: tuple[Adapter, ...] = (
         "post_attention_layernorm", "post_feedforward_layernorm", "mlp.down_proj", "self_attn.o_proj",
     ),
     Adapter("GPT-NeoX", ("gpt_neox",), "layers", "attention.dense", "mlp.dense_4h_to_h",
-            "mlp.dense_4h_to_h", "attention.dense"),
+            "mlp.dense_4h_to_h", "attention.dense", final_norm="final_layer_norm"),
     # BERT is post-LN: the sub-block outputs below are added to the stream inside a LayerNorm.
     Adapter("BERT/RoBERTa", ("bert", "roberta"), "encoder.layer", "attention.output.dense",
-            "output.dense", "output.dense", "attention.output.dense", causal=False),
+            "output.dense", "output.dense", "attention.output.dense", causal=False, final_norm=None),
 )
 
 
@@ -108,6 +111,8 @@ class ModelLayout:
     def __init__(self, model: nn.Module) -> None:
         self.adapter = adapter_for(model)
         self.blocks: nn.ModuleList = _get(model.base_model, self.adapter.blocks)
+        final = self.adapter.final_norm
+        self.final_norm: nn.Module | None = _get(model.base_model, final) if final else None
         self.n_layers = len(self.blocks)
         config = model.config
         self.d_model = int(config.hidden_size)
