@@ -5,6 +5,14 @@ that resume (safetensors + JSON, never pickle).
 Works for any model whose ``forward(**batch)`` returns ``.loss`` and whose trainable parameters
 are the ones to train (ReftModel, ReftForClassification).
 
+Under ``torchrun`` (a process group initialized, see ``workbench.distributed.init_from_env``) the
+model is wrapped in DDP and ``batch_size`` stays the *global* batch: every step draws the same
+global batch at any world size and each rank takes its share (``rank_share``). Each rank's mean
+loss is weighted by its share of the step's labelled items (an all-reduced count), so the
+averaged gradient is the global batch's, and a DDP run equals a one-process run with the same
+config. Rank 0 alone shows progress and writes checkpoints; the weights and the AdamW state are
+the same on every rank (DDP replicates them), so a checkpoint resumes at any number of ranks.
+
 >>> rows = tokenize_pairs(reft.tokenizer, persona_pairs())                       # doctest: +SKIP
 >>> result = train(reft, rows, TrainConfig(epochs=20, lr=4e-3, output_dir="runs/persona"))  # doctest: +SKIP
 >>> result.history[-1]["loss"]                                                 # doctest: +SKIP
@@ -22,7 +30,9 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from workbench import distributed
 from workbench.errors import check_finite_loss
 from workbench.checkpoints import (atomic_dir, complete_dir, load_optimizer, load_rng, remove_stale_temps,
                                    save_optimizer, save_rng)
@@ -41,7 +51,7 @@ class TrainConfig:
     """How to train (saved as ``train_config.json`` beside the results)."""
 
     epochs: int = 10
-    batch_size: int = 8
+    batch_size: int = 8               # global: all ranks of a distributed run together
     lr: float = 4e-3                  # ReFT tolerates (and needs) larger rates than full finetuning
     weight_decay: float = 0.0         # never applied to R or biases (see no_decay_names)
     warmup_ratio: float = 0.1         # share of optimizer steps with a linearly rising rate
@@ -85,8 +95,23 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP/FSDP/Accelerate wrapper (``.module``), else ``model`` itself."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def count_items(batch: dict) -> int:
+    """What a batch's loss averages over: labelled next tokens for (B, T) labels (as the forward
+    shifts them), examples for (B,) class labels."""
+    labels = batch["labels"]
+    return int((labels[:, 1:] != -100).sum()) if labels.dim() == 2 else int(labels.shape[0])
+
+
 def model_device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where a ReFT model's inputs go and its base model's dtype (a classifier wraps ``.reft``)."""
+    model = unwrap(model)
     hm = getattr(model, "hm", None) or getattr(getattr(model, "reft", None), "hm", None)
     if hm is not None:
         return hm.device, hm.dtype
@@ -149,6 +174,15 @@ def evaluate_loss(model: nn.Module, rows: Sequence[dict], collate_fn: Callable, 
     return total / max(1, count)
 
 
+def _wrap(model: nn.Module) -> nn.Module:
+    """The module the loop calls: DDP around ``model`` in a process group (unless it comes wrapped,
+    e.g. by FSDP or Accelerate), else ``model``. device_ids=None: the module says where it runs
+    (one device, or several under a device_map)."""
+    if not distributed.is_initialized() or model is not unwrap(model) or distributed.world_size() == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=None)
+
+
 def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows: Sequence[dict] | None = None,
           eval_fn: Callable[[nn.Module], dict] | None = None, collate_fn: Callable | None = None,
           resume: bool = True) -> TrainResult:
@@ -157,17 +191,23 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     With ``output_dir``, a checkpoint in ``output_dir/checkpoint`` is resumed (same data order),
     and the final weights, ``train_config.json`` and ``history.json`` are written there.
     ``eval_fn(model) -> dict`` (or the mean loss on ``eval_rows``) runs every ``eval_every`` steps
-    and at the end.
+    and at the end. In a process group every rank calls this with the same rows and config
+    (``torchrun --nproc_per_node N script.py``); see the module docstring.
     """
     if not rows:
         raise ValueError("no training rows: give at least one example")
     from tqdm.auto import tqdm
 
+    distributed.init_from_env()  # under torchrun: join the group, or the ranks would never sync
+    runner, model = _wrap(model), unwrap(model)
+    world, main = distributed.world_size(), distributed.is_main()
     collate_fn = collate_fn or Collator(pad_id_of(model.tokenizer))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     device, model_dtype = model_device_and_dtype(model)
+    # built on the unwrapped module: the same parameter objects DDP reduces, and FSDP (with
+    # use_orig_params) exposes
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / config.grad_accum)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
@@ -176,27 +216,32 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     out = Path(config.output_dir) if config.output_dir else None
     ckpt = out / "checkpoint" if out else None
     result, start_step, finished = TrainResult(steps=0), 0, False
-    if out is not None and resume:
+    if out is not None and resume and main:
         remove_stale_temps(out, recursive=True)  # what a killed run was writing
+    distributed.barrier()  # no rank reads the checkpoint while rank 0 tidies it
     found = complete_dir(ckpt) if ckpt is not None and resume else None  # survives a kill at any point
     torch.manual_seed(config.seed)  # dropout stream; a resumed run restores it from the checkpoint
     if found is not None and (found / "trainer_state.json").exists():
         state = json.loads((found / "trainer_state.json").read_text())
         load_weights_into(model, found)
-        load_optimizer(optimizer, found / "optimizer")
+        load_optimizer(optimizer, found / "optimizer")  # replicated state: rank 0's fits any world size
         if (found / "rng.safetensors").exists():
             load_rng(found / "rng.safetensors")
         start_step, result.history, finished = state["step"], state["history"], state.get("finished", False)
+    distributed.barrier()  # every rank has read it before rank 0 may replace it
 
     def checkpoint(step: int, done: bool = False) -> None:
         if ckpt is None:
             return
-        state = {"step": step, "history": result.history, "train_config": asdict(config), "finished": done}
-        with atomic_dir(ckpt) as folder:  # weights, optimizer, RNG and state swap in together
-            save_reft(model, folder)
-            save_optimizer(optimizer, folder / "optimizer")
-            save_rng(folder / "rng.safetensors")
-            (folder / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        if main:
+            state = {"step": step, "history": result.history, "train_config": asdict(config), "finished": done,
+                     "world_size": world}
+            with atomic_dir(ckpt) as folder:  # weights, optimizer, RNG and state swap in together
+                save_reft(model, folder)
+                save_optimizer(optimizer, folder / "optimizer")
+                save_rng(folder / "rng.safetensors")
+                (folder / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        distributed.barrier()
 
     def run_eval(step: int) -> dict:
         metrics = eval_fn(model) if eval_fn else {}
@@ -208,7 +253,7 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
 
     model.train()
     started, step = time.time(), start_step
-    bar = tqdm(total=total, initial=start_step, disable=not config.progress, desc="reft train")
+    bar = tqdm(total=total, initial=start_step, disable=not config.progress or not main, desc="reft train")
     running = 0.0
     for epoch in range(config.epochs):
         batches = _batches(len(rows), config.batch_size, epoch, config.seed)
@@ -220,13 +265,24 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
                 continue  # already done before the resume
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, total, warmup, config.lr)
-            running = 0.0
-            for indices in group:
-                batch = {k: v.to(device) for k, v in collate_fn([rows[i] for i in indices]).items()}
-                with autocast:
-                    loss = model(**batch).loss / len(group)
-                (scaler.scale(loss) if scaler else loss).backward()
+            # this rank's rows of each micro-batch; an empty share runs one row at weight 0, so
+            # that every rank joins every gradient all-reduce
+            shares = [distributed.rank_share(indices) for indices in group]
+            micro = [collate_fn([rows[i] for i in (share or indices[:1])]) for share, indices in zip(shares, group)]
+            counts = [count_items(b) if share else 0 for b, share in zip(micro, shares)]
+            step_items = float(distributed.all_reduce_sum(torch.tensor([float(sum(counts))]))[0])
+            running = torch.zeros(1, dtype=torch.float64)
+            for n, (batch, count) in enumerate(zip(micro, counts)):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                sync = n == len(micro) - 1 or not isinstance(runner, DistributedDataParallel)
+                with nullcontext() if sync else runner.no_sync():  # one all-reduce per step
+                    with autocast:
+                        # the rank's mean x its share of the step's items = its part of the global
+                        # mean; x world because DDP averages (not sums) the ranks' gradients
+                        loss = runner(**batch).loss * (count / step_items)
+                    (scaler.scale(loss * world) if scaler else loss * world).backward()
                 running += float(loss.detach())
+            running = float(distributed.all_reduce_sum(running)[0])  # the global batch's mean loss
             check_finite_loss(running, step, "reft train", config.lr)  # NaN/inf: stop, never save it
             if scaler:
                 scaler.unscale_(optimizer)
@@ -250,7 +306,10 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     model.eval()
     if out is not None:
         checkpoint(step, done=True)
-        save_reft(model, out)
-        atomic_write(out / "train_config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
-        atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))
+        if main:
+            save_reft(model, out)
+            atomic_write(out / "train_config.json",
+                         lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2)))
+            atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=1)))
+        distributed.barrier()
     return result
