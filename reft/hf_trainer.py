@@ -11,6 +11,12 @@ a readable ``trainer_state.json`` (written last). ``train(resume_from_checkpoint
 from the newest complete checkpoint and deletes the incomplete ones (HF's own choice would be the
 newest folder, which then fails to load).
 
+Under ``torchrun`` HF's loop runs DDP itself (per-device batches, rank 0 saves). ReftModel takes
+``num_items_in_batch``, so HF divides the summed loss by the labelled tokens of all ranks and
+accumulated micro-batches: a run on N ranks with ``per_device_train_batch_size`` b equals one
+process with batch N·b. The ReFT weights resume at any world size; HF's own optimizer file does too
+(replicated under DDP), its per-rank RNG files only at the same world size.
+
 >>> args = TrainingArguments("runs/hf", num_train_epochs=3, learning_rate=4e-3, report_to=[])  # doctest: +SKIP
 >>> ReftTrainer(model=reft, args=args, train_dataset=rows).train()                             # doctest: +SKIP
 """
@@ -42,6 +48,8 @@ class ReftTrainer(Trainer):
             data_collator = Collator(pad_id_of(model.tokenizer))
         if args is not None and args.remove_unused_columns:
             args.remove_unused_columns = False  # prompt_length is read by the collator, not the forward
+        if args is not None and args.ddp_find_unused_parameters is None:
+            args.ddp_find_unused_parameters = False  # every intervention is used in every step
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
 
     def latest_checkpoint(self) -> Path | None:

@@ -124,13 +124,18 @@ class ReftModel(nn.Module):
               f"trainable%: {100 * trainable / base:.4f}")
 
     # ---- forward ------------------------------------------------------------------------
+    accepts_loss_kwargs = True  # HF Trainer: pass num_items_in_batch (the count over all ranks)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None) -> ReftOutput:
+                labels: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
+                num_items_in_batch: int | torch.Tensor | None = None) -> ReftOutput:
         """Intervened forward. ``labels`` (B, T) use -100 for tokens without loss; the loss is the mean
         next-token cross-entropy over labelled tokens, and logits are computed only for those.
 
         ``prompt_lengths`` (B,): real prompt tokens per example (positions count from them);
-        None intervenes on the first/last tokens of the whole input.
+        None intervenes on the first/last tokens of the whole input. ``num_items_in_batch``: divide
+        the summed loss by this count instead (HF Trainer's count over accumulated micro-batches and
+        ranks, so that a distributed step's loss is the global batch's mean).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -147,7 +152,10 @@ class ReftModel(nn.Module):
                 logits = self.hm.forward(batch, use_cache=False, logits_to_keep=keep.to(input_ids.device)).logits
             else:  # pragma: no cover
                 logits = self.hm.forward(batch, use_cache=False).logits[keep]
-        loss = cross_entropy(logits.float(), targets)  # logits (N, V)
+        if num_items_in_batch is None:
+            loss = cross_entropy(logits.float(), targets)  # logits (N, V)
+        else:
+            loss = cross_entropy(logits.float(), targets, reduction="sum") / num_items_in_batch
         return ReftOutput(loss=loss, logits=logits)
 
     # ---- conveniences (defined in their own modules) ------------------------------------
