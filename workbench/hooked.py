@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -70,6 +71,9 @@ class HookedModel:
         self.layout = ModelLayout(model)
         params = inspect.signature(model.forward).parameters
         self._takes_position_ids = "position_ids" in params
+        # Hooks live on the one shared module: model calls from several threads (app sessions)
+        # take turns, and an intervene block holds it throughout (reentrant for nested calls).
+        self.lock = threading.RLock()
 
     # ---- basics -------------------------------------------------------------------------
     @property
@@ -175,7 +179,8 @@ class HookedModel:
         mask = batch["attention_mask"]
         if self._takes_position_ids and "position_ids" not in kwargs and not bool(mask.all()):
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        return self.model(**batch, **kwargs)
+        with self.lock:
+            return self.model(**batch, **kwargs)
 
     # ---- reading ------------------------------------------------------------------------
     @torch.no_grad()
@@ -205,7 +210,7 @@ class HookedModel:
             return read
 
         installers = [lambda s=s: add_hook(points[s].module, points[s].kind, reader(s)) for s in points]
-        with hooks_installed(installers):
+        with self.lock, hooks_installed(installers):
             try:
                 self.forward(batch, use_cache=False)
             except StopForward:
@@ -274,6 +279,10 @@ class HookedModel:
         """
         if mode not in GENERATION_MODES:
             raise ValueError(f"mode {mode!r}: expected one of {GENERATION_MODES}; use mode='prompt' (the default)")
+        with self.lock:
+            yield from self._intervene(plan, sources, mode)
+
+    def _intervene(self, plan, sources, mode) -> Iterator["HookedModel"]:
         resolved = self._resolve_plan(plan)
         if mode == "every_step" and any(r.item.intervention.needs_source for r in resolved):
             raise ValueError("mode='every_step' applies only source-free interventions (steering, ReFT)")
