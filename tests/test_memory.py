@@ -200,10 +200,6 @@ def test_two_sessions_keep_their_own_steering_scale(app_env):
         b.session_state["compared"]["top_with"]["probability"].tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="app/pages/3_Interventions.py writes the session's scale into the "
-                   "steering plan returned by st.cache_resource (load_intervention), one object shared by "
-                   "every session: a session that sets its scale while another is between setting its own "
-                   "and running gets the other's scale")
 def test_two_concurrent_sessions_keep_their_own_steering_scale(app_env, monkeypatch):
     """Both sessions press Compare at once. Model calls are serialized here (one lock), so the
     only interaction left is shared state: each must still see its own scale."""

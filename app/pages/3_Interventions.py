@@ -1,12 +1,14 @@
 """Interventions: load a saved LoReFT, DAS or steering intervention and compare the model's
 generations and next-token distributions with and without it, side by side."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
 from ui import INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side, user_errors
 
+from workbench.interventions import AddVector
 from workbench.plan import PlanItem
 from workbench.predictions import top_k_next_tokens
 
@@ -61,8 +63,10 @@ def compare(hm, kind, loaded, meta, prompt: str, source: str, positions: str, k:
         plan, sources = [PlanItem(meta["site"], positions, loaded)], [source]
     else:
         check_size(hm, meta["site"], int(meta["d"]))
-        plan, sources = loaded, None
-        plan[0].intervention.scale = float(scale)
+        # The loaded plan is shared by every session (st.cache_resource): this session's scale goes
+        # into its own AddVector, never into the cached one.
+        plan = [replace(item, intervention=AddVector(item.intervention.vector, float(scale))) for item in loaded]
+        sources = None
     mode = meta.get("mode", "prompt") if kind == "steering vector" else "prompt"
     return {"without": hm.generate(prompt, max_new_tokens=new_tokens)["texts"][0],
             "with": hm.generate(prompt, plan, sources, mode=mode, max_new_tokens=new_tokens)["texts"][0],
