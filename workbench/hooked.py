@@ -11,7 +11,7 @@ import inspect
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -353,11 +353,19 @@ class HookedModel:
         with hooks_installed(installers):
             yield self
 
-    def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None, **forward_kwargs) -> torch.Tensor:
+    def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None,
+            backend: Literal["hooks", "nnsight"] = "hooks", remote: bool = False, **forward_kwargs) -> torch.Tensor:
         """Logits (B, T, V) of ``inputs`` under ``plan`` (extra keyword arguments go to the model).
+
+        ``backend="nnsight"`` runs the same plan as nnsight traces (bit-identical logits locally);
+        with ``remote=True`` they execute on NDIF (docs/remote.md).
 
         >>> logits = hm.run("Paris is in", [PlanItem("L2.resid_pre", [0], Patch())], ["Rome is in"])  # doctest: +SKIP
         """
+        from .backends import check_backend
+        if check_backend(backend, remote) == "nnsight":
+            from .backends.nnsight_backend import run_plan
+            return run_plan(self, inputs, plan, sources, remote=remote, **forward_kwargs)
         with self.intervene(plan, sources):
             return self.forward(inputs, use_cache=False, **forward_kwargs).logits
 
