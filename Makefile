@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo app test test-fast model clean
+.PHONY: setup demo app test test-fast model clean peers bench bench-quick
 
 setup: $(STAMP)
 
@@ -33,6 +33,19 @@ test: model
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Peer libraries in their own venvs under .peers/ (idempotent; a failed peer becomes "not measured" rows).
+peers: setup
+	PYTHON=$(PYTHON) bash benchmarks/setup_peers.sh || echo "some peers failed to install: their baselines will read 'not measured'"
+
+BENCH_THREADS ?= 1
+# Every benchmark, one after another -> benchmarks/results/<date>.json and <date>.md (ratio table).
+bench: model peers
+	$(PY) benchmarks/run_all.py --threads $(BENCH_THREADS)
+
+# The quick subset (about 5 minutes) -> benchmarks/results/<date>-quick.json|md.
+bench-quick: model peers
+	$(PY) benchmarks/run_all.py --quick --threads $(BENCH_THREADS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
