@@ -251,6 +251,29 @@ def run_plan(hm, inputs, plan: Sequence[PlanItem] = (), sources=None, remote: bo
     return _trace_base(wrapped, _model_kwargs(hm, batch, forward_kwargs), _accesses(hm, steps, points), remote)
 
 
+def cache(hm, inputs, sites: Sequence[Site | str], remote: bool = False) -> dict[Site, torch.Tensor]:
+    """Activations (B, T, d) at ``sites`` from one nnsight trace, stopped after the last site:
+    `HookedModel.cache` as a trace (what the sweeps read their source states with).
+
+    >>> cache(hm, "Paris is", ["L0.resid_post"])[Site(0, "resid_post")].shape   # doctest: +SKIP
+    torch.Size([1, 2, 576])
+    """
+    from ..interventions import Collect
+    sites = [Site.parse(s) for s in sites]
+    wrapped = nnsight_model(hm)
+    batch = hm.tokenize(inputs)
+    ids = batch["input_ids"]  # (B, T)
+    every = Positions(torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1),  # (B, T)
+                      torch.ones_like(ids, dtype=torch.bool))
+    steps, points = _steps(hm, [PlanItem(site, "all", Collect()) for site in sites], local=False)
+    for step in steps:
+        step.positions = every
+    accesses = _accesses(hm, steps, points)
+    found = _trace_sources(wrapped, _model_kwargs(hm, batch, {}), accesses, remote)
+    ordered = [step for access in accesses for step in access.steps]
+    return {sites[step.slot]: value for step, value in zip(ordered, found)}
+
+
 def _register_for_remote(plan: Sequence[PlanItem]) -> None:
     """Ship our code by value with a remote request: NDIF's servers have nnsight, not the workbench
     (nor the package of a user's own Intervention class)."""
