@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from .backends import check_backend
 from .hooked import HookedModel
 from .interventions import Patch
 from .metrics import Metric, logit_difference
@@ -86,7 +87,8 @@ def _with_baselines(hm, df, base_batch, source_batch, metric):
 
 def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None = None,
                 target: str | None = None, foil: str | None = None, component: str = "resid_pre",
-                layers: Sequence[int] | None = None, batch_size: int = 64) -> pd.DataFrame:
+                layers: Sequence[int] | None = None, batch_size: int = 64,
+                backend: str = "hooks", remote: bool = False) -> pd.DataFrame:
     """Patch the source's state at each (layer, position) into the base; one row per cell.
 
     Columns: layer, position, token, source_token, value (metric), base_value, source_value,
@@ -95,6 +97,9 @@ def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None =
     the unchanged prefix's KV cache (see prefix_cells); BERT-style models run whole copies.
     """
     metric = _default_metric(hm, metric, target, foil)
+    if check_backend(backend, remote) == "nnsight":  # each batch of cells one nnsight trace (remote: NDIF)
+        from .backends.nnsight_sweeps import nnsight_patch_sweep
+        return nnsight_patch_sweep(hm, base, source, metric, component, layers, batch_size, remote)
     base_batch, source_batch = _pair(hm, base, source)
     layers = list(range(hm.n_layers)) if layers is None else list(layers)
     n_tokens = base_batch["input_ids"].shape[1]
@@ -124,12 +129,16 @@ def patch_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None =
 
 def head_sweep(hm: HookedModel, base: str, source: str, metric: Metric | None = None,
                target: str | None = None, foil: str | None = None, layers: Sequence[int] | None = None,
-               batch_size: int = 64) -> pd.DataFrame:
+               batch_size: int = 64,
+               backend: str = "hooks", remote: bool = False) -> pd.DataFrame:
     """Patch each head's output (all positions, before the output projection) from the source.
 
     Columns: layer, head, value, base_value, source_value, normalized.
     """
     metric = _default_metric(hm, metric, target, foil)
+    if check_backend(backend, remote) == "nnsight":  # each batch of cells one nnsight trace (remote: NDIF)
+        from .backends.nnsight_sweeps import nnsight_head_sweep
+        return nnsight_head_sweep(hm, base, source, metric, layers, batch_size, remote)
     base_batch, source_batch = _pair(hm, base, source)
     layers = list(range(hm.n_layers)) if layers is None else list(layers)
     n_heads, n_tokens = hm.layout.n_heads, base_batch["input_ids"].shape[1]
