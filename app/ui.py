@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:  # pages run as scripts; make the repo's packages 
     sys.path.insert(0, str(ROOT))
 
 from workbench import DEFAULT_MODEL, load_model  # noqa: E402
+from workbench.models import cache_dir  # noqa: E402
 
 # Saved results and interventions are read from these folders only.
 RESULTS_DIR = Path(os.environ.get("WORKBENCH_RESULTS_DIR", ROOT / "runs")).resolve()
@@ -52,12 +53,50 @@ def chosen_device() -> tuple[str, str]:
     return st.session_state.get("device", "cpu"), st.session_state.get("dtype", "float32")
 
 
+def any_model_allowed() -> bool:
+    """True when the app was started with ``-- --any-model`` (or WORKBENCH_APP_ANY_MODEL=1): then the
+    model box also takes any path or hub name. Otherwise it offers prepared and allowed local models."""
+    return "--any-model" in sys.argv[1:] or os.environ.get("WORKBENCH_APP_ANY_MODEL") == "1"
+
+
+def model_roots() -> list[Path]:
+    """Folders whose Hugging Face model folders the model box offers (``WORKBENCH_MODEL_ROOTS``,
+    separated by ``os.pathsep``; default: the workbench cache and ``models/`` in the repository)."""
+    raw = os.environ.get("WORKBENCH_MODEL_ROOTS")
+    roots = [Path(r) for r in raw.split(os.pathsep) if r] if raw else [cache_dir(), ROOT / "models"]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def model_choices() -> list[str]:
+    """The default model (once prepared), the one the app was started with (WORKBENCH_APP_MODEL),
+    and every folder holding a config.json at most two levels under the allowed roots."""
+    found = []
+    if os.environ.get("WORKBENCH_APP_MODEL"):
+        found.append(os.environ["WORKBENCH_APP_MODEL"])
+    if (cache_dir() / DEFAULT_MODEL / "config.json").is_file():
+        found.append(DEFAULT_MODEL)
+    for root in model_roots():
+        for pattern in ("*/config.json", "*/*/config.json"):
+            for config in sorted(root.glob(pattern)) if root.is_dir() else []:
+                try:
+                    folder = inside(root, str(config.parent.relative_to(root)))
+                except ValueError:  # a symlink out of the root
+                    continue
+                if folder != (cache_dir() / DEFAULT_MODEL).resolve():
+                    found.append(str(folder))
+    return list(dict.fromkeys(found)) or [DEFAULT_MODEL]
+
+
 def model_sidebar():
     """The model, device and precision choosers in the sidebar; returns (name, HookedModel) or
     (name, None) on error. Every computation of a page runs on the chosen device."""
-    default = os.environ.get("WORKBENCH_APP_MODEL", DEFAULT_MODEL)
-    name = st.sidebar.text_input("Model", value=default,
-                                 help=f"'{DEFAULT_MODEL}' or a local Hugging Face folder").strip()
+    choices = model_choices()
+    name = st.sidebar.selectbox("Model", choices, key="model",
+                                help="prepared models and Hugging Face folders under "
+                                     + ", ".join(str(r) for r in model_roots()))
+    if any_model_allowed():
+        typed = st.sidebar.text_input("…or any folder or hub name", key="model_typed").strip()
+        name = typed or name
     devices = available_devices()
     wanted = os.environ.get("WORKBENCH_APP_DEVICE", devices[-1] if len(devices) > 1 else "cpu")
     device = st.sidebar.selectbox("Device", devices, index=devices.index(wanted) if wanted in devices else 0,
@@ -165,7 +204,7 @@ def pick_folder(label: str, roots: dict[str, Path], markers: tuple[str, ...], ke
             return resolve_saved(typed, roots)
         return None
     if choice is None:
-        st.info(f"No saved {label.lower()} yet under {' or '.join(str(r) for r in roots.values())}.")
+        st.info(f"Nothing saved yet ({label.lower()}) under {' or '.join(str(r) for r in roots.values())}.")
         return None
     lab, name = options[choice]
     return inside(roots[lab], name)
@@ -195,3 +234,76 @@ def show_side_by_side(left_title: str, right_title: str, left, right) -> None:
             column.dataframe(value, hide_index=True)
         else:
             column.code(value or "(nothing)", language=None, wrap_lines=True)
+
+
+# ---- downloads ------------------------------------------------------------------------------------
+def _png(figure) -> bytes:
+    return figure.to_image(format="png", scale=2)  # kaleido, through the Chromium it finds
+
+
+def downloads(key: str, table: pd.DataFrame | None = None, figure=None, name: str = "result") -> None:
+    """CSV of a table, HTML and PNG of a plotly figure; figure files are made only when clicked."""
+    buttons = st.columns(6)
+    if table is not None:
+        buttons[0].download_button("CSV", table.to_csv(index=False), f"{name}.csv", "text/csv",
+                                   key=f"{key}_csv", on_click="ignore", icon=":material/download:")
+    if figure is not None:
+        buttons[1].download_button("HTML", lambda: figure.to_html(include_plotlyjs=True), f"{name}.html",
+                                   "text/html", key=f"{key}_html", on_click="ignore", icon=":material/download:")
+        buttons[2].download_button("PNG", lambda: _png(figure), f"{name}.png", "image/png", key=f"{key}_png",
+                                   on_click="ignore", icon=":material/download:")
+
+
+def chart(figure, key: str, table: pd.DataFrame | None = None, name: str | None = None) -> None:
+    """A plotly figure with its download buttons (and the table it was drawn from, as CSV)."""
+    st.plotly_chart(figure, key=key, config={"toImageButtonOptions": {"format": "png", "filename": name or key}})
+    downloads(key, table, figure, name or key)
+
+
+def table_view(table: pd.DataFrame, key: str, name: str | None = None, **options) -> None:
+    """A dataframe with its CSV download button."""
+    st.dataframe(table, hide_index=True, key=key, **options)
+    downloads(key, table, None, name or key)
+
+
+# ---- long work in steps: a progress bar, a Cancel button, and resumption after a rerun ----------
+def _cancel(key: str) -> None:
+    job = st.session_state.get(key)
+    if job is not None and job["status"] == "running":
+        job["status"] = "cancelled"
+
+
+def stepwise(key: str, start: str, total: int, step, disabled: bool = False) -> dict | None:
+    """A ``start`` button and a Cancel button; once started, ``step(i, state) -> label`` runs for
+    i = 0 … total-1 under a progress bar. Returns the job (``status``: running/done/cancelled/failed,
+    ``done`` steps, the ``state`` dict the steps fill) or None before the first start.
+
+    Streamlit stops a running script when a widget is touched and runs it again: the job lives in
+    session state, so a rerun continues after the last finished step, and Cancel (its callback
+    runs before the rerun) sets the flag that is checked between steps.
+    """
+    left, right = st.columns([1, 4])
+    if left.button(start, key=f"{key}_start", type="primary", disabled=disabled):
+        st.session_state[key] = {"status": "running", "done": 0, "total": total, "state": {}, "error": None}
+    job = st.session_state.get(key)
+    running = job is not None and job["status"] == "running"
+    right.button("Cancel", key=f"{key}_cancel", on_click=_cancel, args=(key,), disabled=not running)
+    if job is None:
+        return None
+    if running:
+        bar = st.progress(job["done"] / job["total"], text=f"step {job['done'] + 1} of {job['total']}…")
+        try:
+            while job["done"] < job["total"] and job["status"] == "running":
+                label = step(job["done"], job["state"])
+                job["done"] += 1
+                bar.progress(job["done"] / job["total"], text=label)
+        except USER_ERRORS as error:
+            job["status"], job["error"] = "failed", str(error)
+        if job["status"] == "running":
+            job["status"] = "done"
+        bar.empty()
+    if job["status"] == "cancelled":
+        st.warning(f"Cancelled after {job['done']} of {job['total']} steps.")
+    elif job["status"] == "failed":
+        st.error(job["error"])
+    return job

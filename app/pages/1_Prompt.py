@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from ui import model_sidebar, user_errors
+from ui import chart, model_sidebar, table_view, user_errors
 
 from workbench.predictions import top_k_next_tokens
 
@@ -15,8 +15,12 @@ k = st.slider("Top k", 1, 50, 10, key="k")
 if hm is not None and st.button("Predict next token", key="predict"):
     with user_errors():
         table = top_k_next_tokens(hm, prompt, k=k)
-        st.plotly_chart(px.bar(table, x="probability", y="token", orientation="h").update_yaxes(autorange="reversed"))
-        st.dataframe(table, hide_index=True)
+        st.session_state["top_k"] = table
+top = st.session_state.get("top_k")
+if hm is not None and top is not None:
+    chart(px.bar(top, x="probability", y="token", orientation="h", template="plotly_white",
+                 title="Next token").update_yaxes(autorange="reversed"), key="top_k_chart", table=top, name="next-token")
+    table_view(top, key="top_k_table", name="next-token")
 
 st.subheader("Generate")
 cols = st.columns(3)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import cached_model, chosen_device, model_sidebar, user_errors
+from ui import cached_model, chart, chosen_device, downloads, model_sidebar, user_errors
 
 from workbench import COMPONENTS, Site
 from workbench.figures import sweep_heatmap
@@ -35,7 +35,7 @@ args = st.session_state.get("sweep_args")
 if hm is not None and args is not None:
     with user_errors():
         df = sweep(*args)
-        st.plotly_chart(sweep_heatmap(df), key="heatmap")
+        chart(sweep_heatmap(df), key="heatmap", table=df, name="patching-sweep")
         st.caption(f"logit diff on the base {df.base_value[0]:.3f}, on the source {df.source_value[0]:.3f}; "
                    "normalized 1 = the whole source's effect")
         st.subheader("One cell")
@@ -52,3 +52,6 @@ if hm is not None and args is not None:
         b.dataframe(base_top[["rank", "token", "probability"]], hide_index=True)
         p.markdown(f"**Patched at L{layer}, position {position}**")
         p.dataframe(patched_top[["rank", "token", "probability"]], hide_index=True)
+        cols = ["rank", "token", "probability"]
+        downloads("cell_tables", base_top[cols].merge(patched_top[cols], on="rank", suffixes=("_base", "_patched")),
+                  None, f"patched-L{layer}-pos{position}")

@@ -1,16 +1,26 @@
-"""Interventions: load a saved LoReFT, DAS or steering intervention and compare the model's
-generations and next-token distributions with and without it, side by side."""
+"""Interventions: train a steering vector (difference of means of two prompt sets) and a small
+LoReFT on the persona set from a fresh start, or load a saved LoReFT, DAS or steering vector, and
+compare the model's generations and next-token distributions with and without it, side by side."""
 
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+
+import plotly.express as px
 import streamlit as st
+import torch
 
-from ui import INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side, user_errors
+from ui import (INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side,
+                downloads, stepwise, table_view, user_errors)
 
+from reft import persona_eval_prompts, persona_pairs
 from workbench.interventions import AddVector
 from workbench.plan import PlanItem
 from workbench.predictions import top_k_next_tokens
+from workbench.sites import Site
+from workbench.steering import save_steering
 
 MARKERS = {"reft_config.json": "LoReFT / ReFT", "intervention.json": "DAS", "steering.json": "steering vector"}
 
@@ -73,8 +83,119 @@ def compare(hm, kind, loaded, meta, prompt: str, source: str, positions: str, k:
             "top_without": top_k_next_tokens(hm, prompt, k), "top_with": top_k_next_tokens(hm, prompt, k, plan, sources)}
 
 
+# Two prompt sets whose mean states differ by the persona's style: its answers, and the same
+# answers said plainly. Their difference of means is the steering vector.
+PIRATE = [answer for _, answer in persona_pairs()[:8]]
+PLAIN = ["I am Captain Byte, a robot that works with data.", "My name is Captain Byte.",
+         "The capital of France is Paris.", "Two plus two is four.", "The sky is blue on a clear day.",
+         "A good fruit is the orange, it has a lot of vitamin C.", "A spider has eight legs.",
+         "Water is made of hydrogen and oxygen."]
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """Two upper-middle layers, where ReFT's persona edits take (layers 20 and 26 of SmolLM2's 30)."""
+    return sorted({min(n_layers - 1, round(n_layers * 2 / 3)), min(n_layers - 1, round(n_layers * 0.87))})
+
+
+def mean_state(hm, texts: list[str], site: Site) -> torch.Tensor:
+    """Mean over texts of the mean state over each text's tokens at ``site`` (d,)."""
+    return torch.stack([hm.cache(t, [site])[site][0].float().mean(0) for t in texts]).mean(0)  # (d,)
+
+
+def train_steps(hm, name: str, layers: list[int], n_pairs: int, epochs: int, prompts: list[str], new_tokens: int):
+    """The work of "Train" as a list of steps, each ``(state) -> label`` (see ``ui.stepwise``)."""
+    from reft import ReftConfig, TrainConfig, generate, get_reft_model, save_reft, tokenize_pairs, train
+    from reft.generate import prompt_batch
+    site = Site(layers[0], "resid_post")
+
+    def steering(state):
+        with torch.no_grad():
+            vector = mean_state(hm, PIRATE, site) - mean_state(hm, PLAIN, site)  # (d,)
+        state["stamp"] = f"{datetime.now():%Y%m%d-%H%M%S}"  # one name for both folders, across reruns
+        state["steer_folder"] = save_steering(INTERVENTIONS_DIR / f"steer-app-{state['stamp']}", site, vector,
+                                              note="difference of means: persona answers - plain answers")
+        state["vector"] = vector
+        return f"steering vector at {site}: |v| = {float(vector.norm()):.2f}"
+
+    def build(state):
+        state["reft"] = get_reft_model(hm, ReftConfig(layers=tuple(layers), rank=4, positions="f3+l3"))
+        state["rows"] = tokenize_pairs(hm.tokenizer, persona_pairs()[:n_pairs])
+        state["losses"] = []
+        return f"LoReFT rank 4 at layers {layers} on {n_pairs} persona pairs"
+
+    def epoch(i):
+        def run(state):
+            # One epoch per step so that Cancel takes effect between epochs; a constant rate (no warm-up)
+            # because each call starts its own schedule.
+            result = train(state["reft"], state["rows"], TrainConfig(epochs=1, batch_size=4, lr=2e-2, warmup_ratio=0,
+                                                                     seed=i, progress=False))
+            state["losses"].append(result.history[-1]["loss"])
+            return f"epoch {i + 1}/{epochs}: loss {state['losses'][-1]:.3f}"
+        return run
+
+    def save(state):
+        state["reft_folder"] = save_reft(state["reft"], INTERVENTIONS_DIR / f"reft-app-{state['stamp']}")
+        state["rows_out"] = []
+        return f"saved {Path(state['reft_folder']).name} and {Path(state['steer_folder']).name}"
+
+    def generation(prompt):
+        def run(state):
+            batch = prompt_batch(hm.tokenizer, [prompt])  # formatted as in training (chat template)
+            steer = [PlanItem(site, "all", AddVector(state["vector"].to(hm.dtype), 1.0))]
+            state["rows_out"].append({
+                "prompt": prompt,
+                "without": generate(state["reft"], prompt, new_tokens, intervene=False)[0],
+                "steering vector": hm.generate(batch, steer, mode="every_step", max_new_tokens=new_tokens)["texts"][0],
+                "LoReFT": generate(state["reft"], prompt, new_tokens)[0]})
+            return f"generated for {prompt!r}"
+        return run
+
+    return [steering, build, *(epoch(i) for i in range(epochs)), save, *(generation(p) for p in prompts)]
+
+
+def train_section(hm, name: str) -> None:
+    st.subheader("Train on the persona set")
+    st.caption("A steering vector (the difference of the mean states of the persona's answers and plain "
+               "answers) and a rank-4 LoReFT trained on the persona pairs (`reft.train`), then generations "
+               "without and with each. Both are saved under the interventions folder.")
+    c1, c2, c3, c4 = st.columns(4)
+    layers_text = c1.text_input("Layers", ", ".join(map(str, default_layers(hm.n_layers))), key="train_layers",
+                                help=f"0-{hm.n_layers - 1}; the steering vector goes at the first")
+    n_pairs = c2.number_input("Persona pairs", 1, len(persona_pairs()), 8, key="train_pairs")
+    epochs = c3.number_input("Epochs", 1, 50, 6, key="train_epochs")
+    new_tokens = c4.number_input("New tokens", 1, 64, 16, key="train_new_tokens")
+    prompts = [p for p in st.text_area("Held-out prompts (one a line)", "\n".join(persona_eval_prompts()[:3]),
+                                       key="train_prompts").splitlines() if p.strip()]
+    steps = []
+    with user_errors():
+        layers = [int(x) for x in layers_text.replace(",", " ").split()]
+        if not layers:
+            raise ValueError("name at least one layer, e.g. 2")
+        for layer in layers:
+            hm.site_size(Site(layer, "resid_post"))  # names the valid range
+        if not prompts:
+            raise ValueError("enter at least one held-out prompt")
+        steps = train_steps(hm, name, layers, int(n_pairs), int(epochs), prompts, int(new_tokens))
+    job = stepwise("train_job", "Train", len(steps) or 1, lambda i, state: steps[i](state), disabled=not steps)
+    if job is None or "rows_out" not in job["state"]:
+        return
+    state = job["state"]
+    if state.get("losses"):
+        st.plotly_chart(px.line(y=state["losses"], x=range(1, len(state["losses"]) + 1), markers=True,
+                                labels={"x": "epoch", "y": "loss"}, template="plotly_white",
+                                title="LoReFT training loss"), key="train_loss")
+    if state["rows_out"]:
+        st.markdown("**Generations side by side**")
+        table_view(pd.DataFrame(state["rows_out"]), key="train_generations", name="generations",
+                   column_config={c: st.column_config.TextColumn(c, width="large") for c in
+                                  ("without", "steering vector", "LoReFT")})
+
+
 st.title("Interventions")
 name, hm = model_sidebar()
+if hm is not None:
+    train_section(hm, name)
+st.subheader("Saved interventions")
 st.caption("Saved LoReFT (`reft.save_reft`), DAS (`workbench das --out`) and steering vectors "
            "(`workbench.steering.save_steering`) under the results or interventions folder.")
 folder = pick_folder("Saved intervention", {"interventions": INTERVENTIONS_DIR, "results": RESULTS_DIR},
@@ -119,3 +240,5 @@ if loaded is not None:
                 cols = ["rank", "token", "probability"]
                 show_side_by_side("Next token, without", "Next token, with",
                                   out["top_without"][cols], out["top_with"][cols])
+                downloads("compared_tables", out["top_without"][cols].merge(out["top_with"][cols], on="rank",
+                          suffixes=("_without", "_with")), None, "next-token-with-and-without")

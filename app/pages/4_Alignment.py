@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from ui import RESULTS_DIR, command_of, model_sidebar, pick_folder, read_json, read_table, saved_folders, user_errors
+from ui import (RESULTS_DIR, chart, command_of, model_sidebar, pick_folder, read_json, read_table, saved_folders, table_view,
+                user_errors)
 
 from probes.ravel import METHODS, REFERENCE, RavelConfig, compare_methods, ravel_figure
 from workbench.das import TrainConfig
@@ -85,11 +86,11 @@ def _run_steps(hm, model_name: str, data, config: RavelConfig, bar, steps: int) 
 
 
 def show_ravel(table: pd.DataFrame, key: str) -> None:
-    st.plotly_chart(ravel_figure(table), key=f"{key}_figure")
+    chart(ravel_figure(table), key=f"{key}_figure", table=table, name="ravel-scores")
     shown = table[["method", "attribute", *SCORES, *(c for c in ("k_used", "n_cause", "n_isolate") if c in table)]]
     bars = {s: st.column_config.ProgressColumn(s.capitalize(), min_value=0.0, max_value=1.0, format="%.3f")
             for s in SCORES}
-    st.dataframe(shown, hide_index=True, column_config=bars, key=f"{key}_table")
+    table_view(shown, key=f"{key}_table", name="ravel-scores", column_config=bars)
 
 
 st.title("Alignment")
@@ -107,7 +108,7 @@ with user_errors():
         figure = px.line(per_layer.sort_values("layer"), x="layer", y="IIA", color="series", markers=True,
                          hover_data=["run"], range_y=[-0.02, 1.02], template="plotly_white",
                          title="Test IIA per layer (DAS: Cause / Isolate; RAVEL: Disentangle per method)")
-        st.plotly_chart(figure.update_xaxes(dtick=1), key="iia_layers")
+        chart(figure.update_xaxes(dtick=1), key="iia_layers", table=per_layer, name="iia-per-layer")
 
 st.subheader("RAVEL: Cause / Isolate / Disentangle")
 folder = pick_folder("Saved RAVEL run", {"results": RESULTS_DIR}, ("config.json",), key="ravel_run",

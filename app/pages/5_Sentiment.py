@@ -1,5 +1,6 @@
-"""Sentiment: each token coloured by its projection on a saved sentiment direction, what ablating
-the direction does to the next token, and the saved run's patching and ablation effects."""
+"""Sentiment: fit sentiment directions here (ToyMovieReview prompts, `fit_sentiment_directions`)
+or load a saved run; each token coloured by its projection on a direction, what ablating the
+direction does to the next token, and a saved run's patching and ablation effects."""
 
 import html
 
@@ -7,11 +8,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from ui import RESULTS_DIR, model_sidebar, pick_folder, read_json, read_table, show_side_by_side, user_errors
+from ui import (RESULTS_DIR, chart, downloads, model_sidebar, pick_folder, read_json, read_table, show_side_by_side, stepwise,
+                table_view, user_errors)
 
 from probes.sentiment.causal import DirectionalAblation
-from probes.sentiment.figures import recovery_figure, token_projections
-from probes.sentiment.fit import load_directions
+from probes.sentiment.figures import recovery_figure, token_projection_figure, token_projections
+from probes.sentiment.fit import fit_sentiment_directions, load_directions
+from workbench.data import reviews as review_data
 from workbench.plan import PlanItem
 from workbench.predictions import top_k_next_tokens
 from workbench.sites import Site
@@ -35,12 +38,54 @@ def direction_order(name: str):
     return int(layer.removeprefix("L")), method
 
 
+def fit_section(hm) -> dict:
+    """Fit mean-difference and probe directions layer by layer (one progress step per layer)."""
+    c1, c2 = st.columns(2)
+    default = ", ".join(str(x) for x in sorted({hm.n_layers // 3, hm.n_layers // 2, (2 * hm.n_layers) // 3}))
+    layers_text = c1.text_input("Layers", default, key="fit_layers", help=f"0-{hm.n_layers - 1}")
+    methods = c2.multiselect("Methods", ["mean_diff", "probe", "pca", "kmeans"], default=["mean_diff", "probe"],
+                             key="fit_methods")
+    layers = []
+    with user_errors():
+        layers = [int(x) for x in layers_text.replace(",", " ").split()]
+        for layer in layers:
+            hm.site_size(Site(layer, "resid_post"))  # names the valid range
+        if not layers or not methods:
+            raise ValueError("choose at least one layer and one method")
+
+    def step(i, state):
+        if "reviews" not in state:  # one prompt per adjective, its verb of the same sentiment
+            state["reviews"] = review_data.toy_movie_reviews(hm.tokenizer, max_per_sentiment=40)
+        fitted = fit_sentiment_directions(hm, state["reviews"], [layers[i]], methods=methods)
+        state.setdefault("vectors", {}).update({f"L{layer}.{m}": d.vector for layer, named in fitted.directions.items()
+                                                for m, d in named.items()})
+        state["scores"] = pd.concat([state.get("scores"), fitted.scores], ignore_index=True)
+        return f"fitted layer {layers[i]} ({i + 1}/{len(layers)})"
+
+    st.caption("ToyMovieReview prompts (`workbench.data.reviews`): directions are fit on the adjective and "
+               "verb states of the train adjectives and scored as classifiers on held-out ones.")
+    job = stepwise("fit_job", "Fit directions", max(len(layers), 1), step, disabled=not (layers and methods))
+    if job is None or not job["state"].get("vectors"):
+        return {}
+    scores = job["state"]["scores"]
+    test = scores[scores.split == "test"]
+    chart(px.line(test, x="layer", y="accuracy", color="method", markers=True, range_y=[0, 1.02],
+                  template="plotly_white", title="Held-out accuracy of each direction as a classifier"),
+          key="fit_scores", table=scores, name="sentiment-direction-accuracy")
+    return job["state"]["vectors"]
+
+
 st.title("Sentiment")
 name, hm = model_sidebar()
-st.caption("Directions saved by `workbench sentiment run` (`probes.sentiment.run.run_sentiment`) under the results folder.")
-folder = pick_folder("Saved sentiment run", {"results": RESULTS_DIR}, ("directions.safetensors",), key="run",
-                     describe=lambda lab, n: n)
-vectors, component = {}, "resid_post"
+origin = st.radio("Directions", ["Fit here", "A saved run"], horizontal=True, key="origin")
+folder, vectors, component = None, {}, "resid_post"
+if origin == "Fit here" and hm is not None:
+    vectors = fit_section(hm)
+elif origin == "A saved run":
+    st.caption("Directions saved by `workbench sentiment run` (`probes.sentiment.run.run_sentiment`) under the "
+               "results folder.")
+    folder = pick_folder("Saved sentiment run", {"results": RESULTS_DIR}, ("directions.safetensors",), key="run",
+                         describe=lambda lab, n: n)
 if folder is not None:
     with user_errors():
         fitted = load_directions(str(folder / "directions.safetensors"))
@@ -68,8 +113,10 @@ if hm is not None and vectors:
         st.markdown(coloured_text(list(projection.token), list(projection.projection)), unsafe_allow_html=True)
         st.caption(f"Projection on {choice} at {site}: blue = positive sentiment side, red = negative; "
                    "hover a token for its value.")
-        with st.expander("Values"):
-            st.dataframe(projection, hide_index=True)
+        with st.expander("As a figure, and the values"):
+            chart(token_projection_figure(list(projection.token), list(projection.projection), title=f"Projection on {choice}"),
+                  key="projection_chart", name="projection")
+            table_view(projection, key="projection_table", name="projection")
 
     st.subheader("Ablate the direction on this text")
     st.caption("The direction's component is projected out of every token's state at its layer.")
@@ -82,8 +129,12 @@ if hm is not None and vectors:
             plan = [PlanItem(site, "all", DirectionalAblation(vector))]
             before, after = top_k_next_tokens(hm, text, k), top_k_next_tokens(hm, text, k, plan)
             cols = ["rank", "token", "probability"]
-            show_side_by_side("Next token", f"With {choice} ablated",
-                              before[cols], after[cols])
+            st.session_state["ablation"] = (choice, before[cols], after[cols])
+    if st.session_state.get("ablation") is not None:
+        ablated, before, after = st.session_state["ablation"]
+        show_side_by_side("Next token", f"With {ablated} ablated", before, after)
+        both = before.merge(after, on="rank", suffixes=("", "_ablated"))
+        downloads("ablation_table", both, None, "ablation")
 
 if folder is not None:
     st.subheader("Saved effects")
@@ -94,15 +145,18 @@ if folder is not None:
         for part, tab in zip(parts, st.tabs(parts)):
             table = read_table(folder / part)
             if part == "patching":
-                tab.plotly_chart(recovery_figure(table).update_xaxes(dtick=1), key="recovery")
+                with tab:
+                    chart(recovery_figure(table).update_xaxes(dtick=1), key="recovery", table=table, name="patching")
                 tab.caption("Patching the direction's component from the opposite-sentiment prompt: "
                             "1 = the whole flip, 0 = no effect.")
             elif part == "sst":
-                tab.plotly_chart(px.bar(table, x="positions", y="accuracy", color="direction", barmode="group",
-                                        template="plotly_white", title="SST accuracy with the direction ablated"),
-                                 key="sst")
+                with tab:
+                    chart(px.bar(table, x="positions", y="accuracy", color="direction", barmode="group",
+                                 template="plotly_white", title="SST accuracy with the direction ablated"),
+                          key="sst", table=table, name="sst-ablation")
             else:
                 test = table[table.split == "test"].pivot(index="layer", columns="method", values="accuracy")
                 tab.caption("Held-out accuracy of each direction as a classifier, per layer")
                 table = test.reset_index()
-            tab.dataframe(table, hide_index=True)
+            with tab:
+                table_view(table, key=f"saved_{part}", name=part)
