@@ -104,3 +104,25 @@ def test_only_names_the_valid_studies(capsys):
         cli.build_parser().parse_args(["reproduce", "--only", "glue"])
     err = capsys.readouterr().err
     assert "'glue'" in err and "choose from encoder_sst2, decoder_sst2" in err
+
+
+def test_app_page_shows_the_saved_report(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    pages = Path(__file__).resolve().parents[1] / "app" / "pages"
+    monkeypatch.syspath_prepend(str(pages.parent))  # pages import ui, as under `streamlit run app/Home.py`
+    report = tmp_path / "runs" / "reproduce"
+    (report / "sentiment").mkdir(parents=True)
+    (report / "sentiment" / "summary.json").write_text(json.dumps({"ablation_lost": 0.8}))
+    build_report(report)
+    monkeypatch.setenv("WORKBENCH_RESULTS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delitem(sys.modules, "ui", raising=False)  # ui reads the folders from the env on import
+    at = AppTest.from_file(str(pages / "9_Reproduce.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.metric[0].value == "1 of 5"  # the sentiment finding agrees (-80% vs the paper's -76%)
+    shown = at.dataframe[0].value
+    assert shown.set_index("finding").loc["sentiment ablation", "ours"] == "-80%"
