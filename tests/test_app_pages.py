@@ -159,6 +159,7 @@ def test_alignment_page_explains_a_layer_out_of_range(app_env):
 # ---- Sentiment ------------------------------------------------------------------------------
 def test_sentiment_page_colours_tokens_and_ablates(app_env):
     at = open_page("5_Sentiment.py")
+    at.radio(key="origin").set_value("A saved run").run()
     choose(at, "direction", "L1.mean_diff")
     at.text_area(key="text").input("I thought it was great , I loved it").run()
     at.button(key="project").click().run()
@@ -174,6 +175,7 @@ def test_sentiment_page_colours_tokens_and_ablates(app_env):
 
 def test_sentiment_page_rejects_an_empty_text(app_env):
     at = open_page("5_Sentiment.py")
+    at.radio(key="origin").set_value("A saved run").run()
     at.text_area(key="text").input("").run()
     at.button(key="project").click().run()
     assert not at.exception and "text is empty" in at.error[0].value

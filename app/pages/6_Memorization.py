@@ -26,13 +26,14 @@ ALICE = ("Alice was beginning to get very tired of sitting by her sister on the 
 
 def live_figure(rows: list[dict]) -> go.Figure:
     """Final loss and recited prefix (greedy, exact) against N, one point per finished run."""
-    df = pd.DataFrame(rows)
+    # plain lists (not arrays): the figure's JSON then holds the drawn numbers as they are
+    df = {key: [row[key] for row in rows] for key in ("n_tokens", "loss_first", "loss_final", "exact_prefix")}
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss after training", "Recited prefix (tokens)"))
-    figure.add_scatter(x=df.n_tokens, y=df.loss_final, mode="lines+markers", name="final loss", row=1, col=1)
-    figure.add_scatter(x=df.n_tokens, y=df.loss_first, mode="lines+markers", name="first loss",
+    figure.add_scatter(x=df["n_tokens"], y=df["loss_final"], mode="lines+markers", name="final loss", row=1, col=1)
+    figure.add_scatter(x=df["n_tokens"], y=df["loss_first"], mode="lines+markers", name="first loss",
                        line={"dash": "dot"}, row=1, col=1)
-    figure.add_scatter(x=df.n_tokens, y=df.exact_prefix, mode="lines+markers", name="recited prefix", row=1, col=2)
-    figure.add_scatter(x=df.n_tokens, y=df.n_tokens, mode="lines", name="all N tokens", line={"dash": "dash",
+    figure.add_scatter(x=df["n_tokens"], y=df["exact_prefix"], mode="lines+markers", name="recited prefix", row=1, col=2)
+    figure.add_scatter(x=df["n_tokens"], y=df["n_tokens"], mode="lines", name="all N tokens", line={"dash": "dash",
                        "color": "gray"}, row=1, col=2)
     figure.update_xaxes(title_text="N (target tokens)", type="log", dtick=0.30103)  # ticks at powers of 2
     return figure.update_layout(template="plotly_white", height=380, margin={"t": 40})
