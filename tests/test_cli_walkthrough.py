@@ -41,6 +41,8 @@ EXTRA = {
     "memorize": ["--text", "alice-pg11", "--tokens", "4", "--layer", "1", "--max-steps", "2", "--quiet"],
     "memorize-sweep": ["--text", "alice-pg11", "--tokens", "2,4", "--layers", "0,1", "--max-steps", "2", "--quiet"],
     "das": ["--examples", "24", "8", "8", "--entities", "30", "10", "10", "--epochs", "1", "--k", "4", "--threads", "1"],
+    # the encoder study needs a BERT and RAVEL a model that answers: test_reproduce.py covers them
+    "reproduce": ["--quick", "--only", "decoder_sst2,memorization,sentiment"],
     "ravel": ["--examples", "24", "8", "8", "--entities", "30", "10", "10", "--epochs", "1", "--k", "4",
               "--methods", "pca", "das", "--threads", "1"],
 }
