@@ -59,8 +59,12 @@ def _split_words(words: Sequence[str], splits: tuple[float, float, float], rng: 
     words = list(words)
     rng.shuffle(words)
     n = len(words)
-    n_train = max(1, round(splits[0] * n))
-    n_val = round(splits[1] * n) if splits[1] > 0 else 0
+    n_val = max(1, round(splits[1] * n)) if splits[1] > 0 else 0
+    n_test = max(1, round(splits[2] * n)) if splits[2] > 0 else 0
+    n_train = max(1, n - n_val - n_test) if splits[0] > 0 else 0
+    if n_train + n_val + n_test > n:
+        raise ValueError(f"{n} words cannot fill the train/val/test splits {splits} (one word each at least): "
+                         f"give at least {n_train + n_val + n_test} words per class")
     names = ["train"] * n_train + ["val"] * n_val
     names += ["test"] * (n - len(names))
     return dict(zip(words, names))

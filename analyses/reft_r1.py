@@ -40,7 +40,7 @@ class ReftR1:
     def scores(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Max-pooled pre-activation latents (n,) of token states (n, T, d) with mask (n, T)."""
         w = self.intervention.learned_source.weight[0].detach().float().cpu()  # (d,)
-        b = float(self.intervention.learned_source.bias[0])
+        b = float(self.intervention.learned_source.bias[0].detach())
         latent = states.float() @ w + b  # (n, T)
         return latent.masked_fill(~mask, float("-inf")).max(-1).values  # (n,)
 
