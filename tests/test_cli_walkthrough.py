@@ -45,6 +45,9 @@ EXTRA = {
     "reproduce": ["--quick", "--only", "decoder_sst2,memorization,sentiment"],
     "ravel": ["--examples", "24", "8", "8", "--entities", "30", "10", "10", "--epochs", "1", "--k", "4",
               "--methods", "pca", "das", "--threads", "1"],
+    # the tiny tokenizer knows no lexicon word: words it has instead
+    "concepts": ["--concept-words", "good", "great", "awful", "bad", "--other-words", "cat", "dog", "mat", "city",
+                 "--reft-steps", "5"],
 }
 PROMISED = {
     "patch": ["runs/demo-patch/results.parquet", "runs/demo-patch/figure.html", "runs/demo-patch/config.json"],
@@ -60,6 +63,8 @@ PROMISED = {
     "das": ["runs/das-country/intervention.safetensors", "runs/das-country/history.csv",
             "runs/das-country/data_report.csv", "runs/das-country/config.json"],
     "ravel": ["runs/ravel/results.parquet", "runs/ravel/figure.html", "runs/ravel/kept.csv", "runs/ravel/config.json"],
+    "attribute": ["runs/attribute/results.parquet", "runs/attribute/figure.html", "runs/attribute/summary.json"],
+    "concepts": ["runs/concepts/factors.csv", "runs/concepts/directions.safetensors", "runs/concepts/figure.html"],
 }
 
 # The headline numbers each command prints, which its summary.json must hold too
