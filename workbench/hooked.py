@@ -78,10 +78,15 @@ class HookedModel:
     # ---- basics -------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the input embeddings' device (the first of a dispatched model's)."""
+        """Where inputs go: the input embeddings' device (the first of a dispatched model's).
+
+        A model on the meta device (nnsight's weightless stand-in for one run on NDIF) takes its
+        inputs on the CPU: they travel with the request.
+        """
         embeddings = self.model.get_input_embeddings()
         weight = getattr(embeddings, "weight", None)
-        return weight.device if weight is not None else next(self.model.parameters()).device
+        device = weight.device if weight is not None else next(self.model.parameters()).device
+        return torch.device("cpu") if device.type == "meta" else device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -354,11 +359,13 @@ class HookedModel:
             yield self
 
     def run(self, inputs: Inputs, plan: Sequence[PlanItem] = (), sources=None,
-            backend: Literal["hooks", "nnsight"] = "hooks", remote: bool = False, **forward_kwargs) -> torch.Tensor:
+            backend: Literal["hooks", "nnsight"] = "hooks", remote: bool | Literal["local"] = False,
+            **forward_kwargs) -> torch.Tensor:
         """Logits (B, T, V) of ``inputs`` under ``plan`` (extra keyword arguments go to the model).
 
         ``backend="nnsight"`` runs the same plan as nnsight traces (bit-identical logits locally);
-        with ``remote=True`` they execute on NDIF (docs/remote.md).
+        with ``remote=True`` they execute on NDIF (docs/remote.md); ``remote="local"`` is nnsight's
+        offline rehearsal of a remote request (serialized, then run here).
 
         >>> logits = hm.run("Paris is in", [PlanItem("L2.resid_pre", [0], Patch())], ["Rome is in"])  # doctest: +SKIP
         """
