@@ -172,3 +172,28 @@ def test_nnsight_equals_hooks_on_smollm2():
         traced = hm.run(base, plan, sources=[source], backend="nnsight")
         assert torch.equal(traced, hooks), f"{case}: max |diff| {(traced - hooks).abs().max().item():.3g}"
         assert (hooks - clean).abs().max() > 1e-3, case
+
+
+@torch.no_grad()
+def test_remote_request_rehearsed_offline(tmp_path):
+    """The remote path without NDIF: `remote_model` builds a weightless (meta) HookedModel from a
+    folder, and ``remote="local"`` serializes each trace exactly as for NDIF (our code shipped by
+    value), then runs it here. Oracle: the hooks backend on the same checkpoint loaded normally."""
+    import transformers
+    from cloudpickle.cloudpickle import _PICKLE_BY_VALUE_MODULES
+
+    from workbench import HookedModel
+    from workbench.backends.remote import remote_model
+
+    saved = tiny_model("llama")
+    saved.model.save_pretrained(tmp_path)
+    stub = remote_model(str(tmp_path), tokenizer=copy.deepcopy(saved.tokenizer))
+    assert next(stub.model.parameters()).device.type == "meta" and stub.device.type == "cpu"
+    loaded = HookedModel(transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval(), saved.tokenizer)
+    plan = [PlanItem("L1.resid_post", "l1", Patch()), PlanItem("L2.resid_post", "f1+l1", loreft(32, 4))]
+    want = loaded.run(BASE, plan, sources=[SOURCE])
+    got = stub.run(BASE, plan, sources=[SOURCE], backend="nnsight", remote="local")
+    assert torch.equal(got, want)
+    assert {"workbench", "reft"} <= set(_PICKLE_BY_VALUE_MODULES)
+    with pytest.raises(ValueError, match=r"remote='yes': expected one of \(False, True, 'local'\)"):
+        stub.run(BASE, plan, sources=[SOURCE], backend="nnsight", remote="yes")

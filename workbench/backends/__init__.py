@@ -17,8 +17,14 @@ from __future__ import annotations
 BACKENDS = ("hooks", "nnsight")
 
 
-def check_backend(backend: str, remote: bool) -> str:
+REMOTE_VALUES = (False, True, "local")  # "local": nnsight's offline rehearsal of a remote request
+
+
+def check_backend(backend: str, remote: bool | str) -> str:
     """``backend`` if it is a known one and can honour ``remote``; a clear error otherwise."""
+    if not any(remote is value or (isinstance(remote, str) and remote == value) for value in REMOTE_VALUES):
+        raise ValueError(f"remote={remote!r}: expected one of {REMOTE_VALUES}; use remote=True (run on NDIF), "
+                         f"remote='local' (serialize as for NDIF, run here) or remote=False")
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}; use backend='hooks' (local forward "
                          f"hooks, the default) or backend='nnsight' (nnsight traces, also remote on NDIF)")
@@ -28,4 +34,4 @@ def check_backend(backend: str, remote: bool) -> str:
     return backend
 
 
-__all__ = ["BACKENDS", "check_backend"]
+__all__ = ["BACKENDS", "REMOTE_VALUES", "check_backend"]

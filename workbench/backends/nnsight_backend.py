@@ -32,6 +32,8 @@ from ..sites import Site
 
 # Order in which a block's sites run; nnsight reads module values in execution order. In every
 # supported family attention runs before the MLP, and a module's input comes before its output.
+# Packages NDIF's servers have installed; everything else a trace calls ships by value.
+_ON_NDIF = {"torch", "transformers", "nnsight", "peft", "accelerate", "einops", "numpy"}
 _ORDER = {"resid_pre": 0, "z": 1, "attn_out": 2, "mlp_act": 3, "mlp_out": 4, "resid_post": 5}
 
 
@@ -240,7 +242,7 @@ def run_plan(hm, inputs, plan: Sequence[PlanItem] = (), sources=None, remote: bo
     plan = list(plan)
     wrapped = nnsight_model(hm)
     if remote:
-        _register_for_remote(plan)
+        _register_for_remote([item.intervention for item in plan])
     steps, points = _steps(hm, plan, local=not remote)
     _read_sources(hm, wrapped, plan, steps, points, sources, remote)
     batch = hm.tokenize(inputs)
@@ -261,6 +263,8 @@ def cache(hm, inputs, sites: Sequence[Site | str], remote: bool = False) -> dict
     from ..interventions import Collect
     sites = [Site.parse(s) for s in sites]
     wrapped = nnsight_model(hm)
+    if remote:
+        _register_for_remote([])
     batch = hm.tokenize(inputs)
     ids = batch["input_ids"]  # (B, T)
     every = Positions(torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1),  # (B, T)
@@ -274,10 +278,10 @@ def cache(hm, inputs, sites: Sequence[Site | str], remote: bool = False) -> dict
     return {sites[step.slot]: value for step, value in zip(ordered, found)}
 
 
-def _register_for_remote(plan: Sequence[PlanItem]) -> None:
-    """Ship our code by value with a remote request: NDIF's servers have nnsight, not the workbench
-    (nor the package of a user's own Intervention class)."""
+def _register_for_remote(interventions: Sequence[torch.nn.Module]) -> None:
+    """Ship our code by value with a remote request: NDIF's servers have nnsight and torch, not the
+    workbench (nor the package of a user's own Intervention class, e.g. reft)."""
     import nnsight
-    packages = {"workbench"} | {type(item.intervention).__module__.split(".")[0] for item in plan}
-    for package in sorted(packages):
+    packages = {"workbench"} | {type(module).__module__.split(".")[0] for module in interventions}
+    for package in sorted(packages - _ON_NDIF):
         nnsight.register(package)
