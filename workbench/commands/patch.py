@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.time()
     hm = load_from_args(args)
-    common = dict(target=args.target, foil=args.foil, batch_size=args.batch_size)
+    common = dict(target=args.target, foil=args.foil, batch_size=args.batch_size, backend=args.backend)
     if args.grid == "head":
         df = head_sweep(hm, args.base, args.source, **common)
     else:
@@ -56,6 +56,8 @@ def register(sub) -> None:
     patch.add_argument("--grid", default="position", choices=["position", "head"])
     patch.add_argument("--component", default="resid_pre", choices=sorted(COMPONENTS))
     patch.add_argument("--batch-size", type=at_least(1), default=64, help="patched runs per forward")
+    patch.add_argument("--backend", default="hooks", choices=["hooks", "nnsight"],
+                       help="run the patched forwards with forward hooks (default) or as nnsight traces")
     patch.add_argument("--top", type=at_least(0), default=10, help="how many cells to print")
     patch.add_argument("--out", help="output folder (default runs/patch-<time>)")
     add_model_args(patch)

@@ -1,0 +1,268 @@
+"""Layer stepping: run patched cells from the base run's cached state at their own layer.
+
+A cell writes source values at one site (layer L) and positions >= s of the base prompt. In a
+causal model nothing changes at positions < s (any layer) or below layer L (any position), so a
+cell needs only blocks L.. on tokens s..T-1: their input at layer L is the base's resid_pre
+there, and the keys/values of tokens < s are the base's, taken from one cached base run.
+
+Cells with the same first position s run together; rows are ordered by layer and the batch is
+stepped block by block with the model's own decoder layers (its attention, rotary tables and
+causal-mask builders): the cells starting at layer l join the batch when the loop reaches l.
+Summed over a 30-layer x 6-token sweep this is 465 x 21 = 9,765 layer-tokens instead of the
+32,400 of one full forward per cell. Cells whose values equal the base's own state there are the
+base run itself and run nothing (e.g. layer-0 cells at tokens the two prompts share).
+
+Supported: the families in ``STEPPED_FAMILIES`` under eager or SDPA attention, with a final norm
+and a plain LM head (no logit soft-capping). `stepping_supported` says why not otherwise;
+`workbench.sweeps` then falls back to the prefix-KV path (causal models) or whole copies (BERT).
+
+>>> base = BaseRun(hm, hm.tokenize("Paris is in")["input_ids"], [Site(1, "resid_pre")])   # doctest: +SKIP
+>>> run_cells(hm, base, [Cell(Site(1, "resid_pre"), (2,), source[0, 2:3])], readout)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .hooked import HookedModel
+from .hooks import add_hook, hooks_installed
+from .sites import Site
+
+STEPPED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gpt2")
+ROTARY_FREE = ("gpt2",)  # learned position embeddings, added before block 0: nothing to pass per block
+
+Readout = Callable[[torch.Tensor], torch.Tensor]  # final-normed last-token states (n, d) -> values (n,)
+
+
+def stepping_unsupported_reason(hm: HookedModel) -> str | None:
+    """Why `run_cells` cannot serve ``hm`` (None when it can)."""
+    config = hm.model.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in STEPPED_FAMILIES:
+        return f"model type {model_type!r} is not one of {STEPPED_FAMILIES}"
+    attention = getattr(config, "_attn_implementation", "eager")
+    if attention not in ("eager", "sdpa"):
+        return f"attention implementation {attention!r} (layer stepping passes explicit masks: eager or sdpa)"
+    if getattr(config, "final_logit_softcapping", None) or hm.layout.final_norm is None:
+        return "the LM head is not final norm + linear unembedding"
+    if model_type not in ROTARY_FREE and not hasattr(hm.model.base_model, "rotary_emb"):
+        return "the base model has no shared rotary_emb"
+    return None
+
+
+def stepping_supported(hm: HookedModel) -> bool:
+    """Whether `run_cells` serves this model (see `stepping_unsupported_reason`)."""
+    return stepping_unsupported_reason(hm) is None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patched run of the base prompt: ``values`` (k, d) written at ``site``, at ``positions``.
+
+    ``positions`` are ascending token indices; ``d`` is the site's size (a head's slice for
+    ``Lℓ.headh.z``). The cell starts at ``site.layer`` and at ``positions[0]``.
+    """
+
+    site: Site
+    positions: tuple[int, ...]
+    values: torch.Tensor  # (k, d)
+
+    @property
+    def start(self) -> int:
+        return self.positions[0]
+
+
+class _PrefixCache:
+    """What decoder attention asks of a cache: ``update`` puts the base's prefix keys/values first.
+
+    A DynamicCache holds one batch size per layer; here the batch grows as cells join, so the
+    shared prefix (1, kv_heads, s, head_dim) is expanded to the current rows on every update.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        self.keys, self.values = keys, values  # per layer (1, kv_heads, s, head_dim)
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        old_k, old_v = self.keys[layer_idx], self.values[layer_idx]
+        if old_k.shape[-2] == 0:
+            return keys, values
+        rows = keys.shape[0]
+        return (torch.cat([old_k.expand(rows, -1, -1, -1), keys], dim=-2),  # (R, kv_heads, s + S, hd)
+                torch.cat([old_v.expand(rows, -1, -1, -1), values], dim=-2))
+
+
+class BaseRun:
+    """One forward of the base prompt (1, T): every block's input, keys/values, final state.
+
+    ``states[site]`` (1, T, W) are the base's own values at ``sites`` (to spot no-op cells).
+    """
+
+    @torch.no_grad()
+    def __init__(self, hm: HookedModel, input_ids: torch.Tensor, sites: Sequence[Site] = ()) -> None:
+        from transformers import DynamicCache
+
+        self.hm, self.input_ids = hm, input_ids  # (1, T)
+        points = {site: hm.layout.hook_point(Site(site.layer, site.component)) for site in sites}
+        self.block_inputs: list[torch.Tensor] = [None] * hm.n_layers  # per layer (1, T, d)
+        self.states: dict[Site, torch.Tensor] = {}
+
+        def keep(store, key):
+            def read(hidden: torch.Tensor) -> None:
+                store[key] = hidden.detach().clone()
+            return read
+
+        installers = [lambda i=i, b=b: add_hook(b, "input", keep(self.block_inputs, i))
+                      for i, b in enumerate(hm.layout.blocks)]
+        installers += [lambda s=s, p=p: add_hook(p.module, p.kind, keep(self.states, Site(s.layer, s.component)))
+                       for s, p in points.items()]
+        cache = DynamicCache()  # no config: sliding-window layers keep every key too (prefixes slice them)
+        with hm.lock, hooks_installed(installers):
+            out = hm.model.base_model(input_ids=input_ids, cache=cache, use_cache=True)
+        self.final = out.last_hidden_state[:, -1]  # (1, d), after the final norm
+        self.keys = [layer.keys for layer in cache.layers]  # per layer (1, kv_heads, T, hd)
+        self.values = [layer.values for layer in cache.layers]
+
+    def state(self, site: Site, positions: Sequence[int]) -> torch.Tensor | None:
+        """The base's own value at ``site`` and ``positions`` (k, d), if it was recorded."""
+        full = self.states.get(Site(site.layer, site.component))
+        if full is None:
+            return None
+        point = self.hm.layout.hook_point(site)
+        view = full[0] if point.head_slice is None else full[0, :, point.head_slice]  # (T, d)
+        return view[list(positions)]
+
+
+class _Group:
+    """Cells sharing a first position s: masks, rotary tables and prefix of tokens s..T-1."""
+
+    def __init__(self, hm: HookedModel, base: BaseRun, start: int) -> None:
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        config, model = hm.model.config, hm.model.base_model
+        n_tokens = base.input_ids.shape[1]
+        self.start = start
+        probe = base.block_inputs[0][:, start:]  # (1, S, d): dtype, device and length for the builders
+        self.position_ids = torch.arange(start, n_tokens, device=probe.device)[None]  # (1, S)
+        self.cache = _PrefixCache([k[:, :, :start] for k in base.keys], [v[:, :, :start] for v in base.values])
+        # only tells the mask builders the prefix length; no config, so every layer is a full
+        # one (a sliding-window layer would keep fewer keys than _PrefixCache hands attention)
+        filled = DynamicCache()
+        if start > 0:
+            for index in range(hm.n_layers):
+                filled.update(self.cache.keys[index], self.cache.values[index], index)
+        args = dict(config=config, inputs_embeds=probe, attention_mask=None, cache=filled,
+                    position_ids=self.position_ids)
+        kinds = [_mask_kind(config, i) for i in range(hm.n_layers)]
+        builders = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+        built = {kind: builders[kind](**args) for kind in set(kinds)}  # (1, 1, S, s + S) or None (causal)
+        self.masks = [built[kind] for kind in kinds]
+        self.position_embeddings = None
+        if getattr(config, "model_type", None) not in ROTARY_FREE:
+            self.position_embeddings = model.rotary_emb(probe, position_ids=self.position_ids)  # (cos, sin)
+
+
+def _mask_kind(config, index: int) -> str:
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return types[index]
+    if getattr(config, "model_type", "") == "mistral" and getattr(config, "sliding_window", None):
+        return "sliding_attention"
+    return "full_attention"
+
+
+def _writer(hm: HookedModel, cells: list[Cell], first_row: int, start: int):
+    """A hook writing each cell's values into its own row (first_row + i) of the hooked tensor."""
+    point = hm.layout.hook_point(cells[0].site)
+    device = cells[0].values.device
+    rows = torch.arange(first_row, first_row + len(cells), device=device)[:, None]  # (n, 1)
+    index = torch.tensor([[p - start for p in c.positions] for c in cells], device=device)  # (n, k)
+    values = torch.stack([c.values for c in cells])  # (n, k, d)
+
+    def write(hidden: torch.Tensor) -> None:
+        view = hidden if point.head_slice is None else hidden[..., point.head_slice]  # (R, S, d)
+        view[rows.to(view.device), index.to(view.device)] = values.to(view.device, view.dtype)
+    return point, write
+
+
+def _installers(hm: HookedModel, joining: list[Cell], first_row: int, start: int) -> list:
+    """Hooks for the cells joining at one layer (rows first_row..): one per run of cells with the
+    same site and number of positions, so each hook is a single index_put_ (a head sweep has one
+    run per head, a position sweep one run)."""
+    runs: list[list[Cell]] = []
+    for cell in joining:
+        if runs and (runs[-1][0].site, len(runs[-1][0].positions)) == (cell.site, len(cell.positions)):
+            runs[-1].append(cell)
+        else:
+            runs.append([cell])
+    installers, row = [], first_row
+    for run in runs:
+        point, write = _writer(hm, run, row, start)
+        installers.append(lambda point=point, write=write: add_hook(point.module, point.kind, write))
+        row += len(run)
+    return installers
+
+
+@torch.no_grad()
+def _run_chunk(hm: HookedModel, base: BaseRun, group: _Group, cells: list[Cell], readout: Readout) -> torch.Tensor:
+    """Cells (sorted by layer) of one group: step blocks from the lowest layer; values (n,)."""
+    blocks, start = hm.layout.blocks, group.start
+    x = None  # (R, S, d): the rows that have joined so far
+    kwargs = {} if group.position_embeddings is None else {"position_embeddings": group.position_embeddings}
+    i = 0
+    for layer in range(cells[0].site.layer, hm.n_layers):
+        joining = []
+        while i < len(cells) and cells[i].site.layer == layer:
+            joining.append(cells[i])
+            i += 1
+        installers = []
+        if joining:
+            first_row = 0 if x is None else x.shape[0]
+            fresh = base.block_inputs[layer][:, start:].expand(len(joining), -1, -1)  # (n, S, d)
+            x = fresh.clone() if x is None else torch.cat([x, fresh.to(x.device)])  # (R, S, d)
+            installers = _installers(hm, joining, first_row, start)
+        block = blocks[layer]
+        with hooks_installed(installers):
+            x = block(x, attention_mask=group.masks[layer], position_ids=group.position_ids,
+                      cache=group.cache, use_cache=True, **kwargs)  # (R, S, d)
+        x = x if isinstance(x, torch.Tensor) else x[0]
+    last = hm.layout.final_norm(x[:, -1])  # (n, d)
+    return readout(last)
+
+
+@torch.no_grad()
+def run_cells(hm: HookedModel, base: BaseRun, cells: Sequence[Cell], readout: Readout,
+              batch_size: int = 64) -> list[float]:
+    """``readout`` of each cell's final-normed last-token state, in the order given.
+
+    Cells are grouped by first position and sorted by layer; up to ``batch_size`` cells are
+    stepped together. Cells whose values equal the base's recorded state are the base run.
+    """
+    out: list[float | None] = [None] * len(cells)
+    base_value = None
+    by_start: dict[int, list[int]] = {}
+    for index, cell in enumerate(cells):
+        own = base.state(cell.site, cell.positions)
+        if own is not None and torch.equal(own, cell.values.to(own.device, own.dtype)):
+            if base_value is None:
+                base_value = float(readout(base.final)[0])
+            out[index] = base_value
+        else:
+            by_start.setdefault(cell.start, []).append(index)
+    chunks = []
+    for start, members in sorted(by_start.items()):
+        members.sort(key=lambda i: cells[i].site.layer)
+        chunks += [(start, members[j:j + batch_size]) for j in range(0, len(members), batch_size)]
+    groups: dict[int, _Group] = {}
+    with hm.lock:
+        for start, chunk in tqdm(chunks, desc="patched runs", unit="batch", leave=False, disable=len(chunks) < 4):
+            if start not in groups:
+                groups = {start: _Group(hm, base, start)}  # one group alive at a time
+            values = _run_chunk(hm, base, groups[start], [cells[i] for i in chunk], readout)
+            for index, value in zip(chunk, values.float().tolist()):
+                out[index] = value
+    return out
