@@ -126,14 +126,11 @@ def test_das_intervention_changes_the_generation_shown(app_env, tiny_folder, tmp
 
 
 # ---- Sentiment: directions fitted here ---------------------------------------------------------
-def test_sentiment_page_fits_then_projects_and_ablates(app_env, tiny_folder, monkeypatch):
-    from workbench.data import reviews
-    adjectives = pd.DataFrame({"word": ["good", "great", "bad", "awful"], "sentiment": [1, 1, -1, -1]})
-    verbs = pd.DataFrame({"word": ["loved", "hated"], "sentiment": [1, -1]})
-    original = reviews.toy_movie_reviews
-    monkeypatch.setattr(reviews, "toy_movie_reviews", lambda tok, *a, **k: original(
-        tok, 0.5, adjectives=adjectives, verbs=verbs))  # the tiny model's vocabulary has these words
+def test_sentiment_page_fits_then_projects_and_ablates(app_env, tiny_folder):
     at = open_page("5_Sentiment.py")
+    for key, words in (("adjective_+1", "good great"), ("adjective_-1", "bad awful"), ("verb_+1", "loved"),
+                       ("verb_-1", "hated")):  # words of the tiny model's vocabulary
+        at.text_input(key=f"fit_{key}").input(words)
     at.text_input(key="fit_layers").input("0 1")
     at.multiselect(key="fit_methods").set_value(["mean_diff"]).run()
     at.button(key="fit_job_start").click().run()

@@ -45,8 +45,21 @@ def fit_section(hm) -> dict:
     layers_text = c1.text_input("Layers", default, key="fit_layers", help=f"0-{hm.n_layers - 1}")
     methods = c2.multiselect("Methods", ["mean_diff", "probe", "pca", "kmeans"], default=["mean_diff", "probe"],
                              key="fit_methods")
+    with st.expander("Words (empty: the sentiment lexicons' single-token words)"):
+        c1, c2 = st.columns(2)
+        words = {(kind, sign): (c1 if sign > 0 else c2).text_input(f"{'Positive' if sign > 0 else 'Negative'} {kind}s",
+                                                                   key=f"fit_{kind}_{sign:+d}")
+                 for kind in ("adjective", "verb") for sign in (1, -1)}
     layers = []
     with user_errors():
+        lists = {key: value.replace(",", " ").split() for key, value in words.items()}
+        chosen = {}
+        if any(lists.values()):
+            for kind in ("adjective", "verb"):
+                rows = [(w, sign) for sign in (1, -1) for w in lists[(kind, sign)]]
+                if len({sign for _, sign in rows}) < 2:
+                    raise ValueError(f"give positive and negative {kind}s (or leave all four boxes empty)")
+                chosen[kind] = pd.DataFrame(rows, columns=["word", "sentiment"])
         layers = [int(x) for x in layers_text.replace(",", " ").split()]
         for layer in layers:
             hm.site_size(Site(layer, "resid_post"))  # names the valid range
@@ -55,7 +68,9 @@ def fit_section(hm) -> dict:
 
     def step(i, state):
         if "reviews" not in state:  # one prompt per adjective, its verb of the same sentiment
-            state["reviews"] = review_data.toy_movie_reviews(hm.tokenizer, max_per_sentiment=40)
+            state["reviews"] = review_data.toy_movie_reviews(hm.tokenizer, 0.3 if not chosen else 0.5,
+                                                             max_per_sentiment=40, adjectives=chosen.get("adjective"),
+                                                             verbs=chosen.get("verb"))
         fitted = fit_sentiment_directions(hm, state["reviews"], [layers[i]], methods=methods)
         state.setdefault("vectors", {}).update({f"L{layer}.{m}": d.vector for layer, named in fitted.directions.items()
                                                 for m, d in named.items()})
