@@ -4,7 +4,8 @@
         --target " France" --foil " Italy" --out runs/demo-patch
 
 Writes ``results.parquet``/``results.csv``, ``figure.html`` (layer x position heatmap) and
-``config.json``; ``--grid head`` sweeps layer x head instead.
+``config.json``; ``--grid head`` sweeps layer x head instead. ``--shard 0/2`` and ``--shard 1/2``
+(or ``torchrun --nproc_per_node 2 -m workbench.cli patch ...``) split the layers between processes.
 """
 
 from __future__ import annotations
@@ -23,14 +24,24 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import save_run
     from ..sweeps import head_sweep, patch_sweep
 
+    from ..distributed import Shard
+
     started = time.time()
+    shard = Shard.from_env(args.shard)  # --shard, else torchrun's RANK/WORLD_SIZE, else 0/1
+    if shard.world > 1 and not args.out:
+        raise ValueError(f"shard {shard}: give --out, the folder every shard writes its layers' parts into")
     hm = load_from_args(args)
     common = dict(target=args.target, foil=args.foil, batch_size=args.batch_size, backend=args.backend)
-    if args.grid == "head":
-        df = head_sweep(hm, args.base, args.source, **common)
-    else:
-        df = patch_sweep(hm, args.base, args.source, component=args.component, **common)
+
+    def sweep(layers=None):
+        if args.grid == "head":
+            return head_sweep(hm, args.base, args.source, layers=layers, **common)
+        return patch_sweep(hm, args.base, args.source, component=args.component, layers=layers, **common)
+
     out = Path(args.out or f"runs/patch-{datetime.now():%Y%m%d-%H%M%S}")
+    df = sweep() if shard.world == 1 else _sharded(sweep, hm.n_layers, out, shard)
+    if df is None:
+        return 0
     config = {"command": "patch", **{k: v for k, v in vars(args).items() if k != "func"},
               "n_layers": hm.n_layers, "seconds": round(time.time() - started, 2)}
     cols = [c for c in ("layer", "position", "token", "head", "value", "normalized") if c in df.columns]
@@ -47,6 +58,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharded(sweep, n_layers: int, out: Path, shard):
+    """This shard's layers, one part per layer in ``out/parts`` (a re-run skips finished ones, at
+    any world size); the merged table once every layer's part is there, else None."""
+    from ..distributed import merge_parts, missing_parts, run_parts
+
+    layers = list(range(n_layers))
+    run_parts(layers, lambda layer: sweep([layer]), out / "parts", shard, desc="patch layers")
+    missing = missing_parts(layers, out / "parts")
+    if missing:
+        print(f"shard {shard}: its layers are in {out / 'parts'}; layers {missing} are still missing: run the "
+              f"other shards, then any shard again to merge")
+        return None
+    return merge_parts(layers, out / "parts")
+
+
 def register(sub) -> None:
     patch = sub.add_parser("patch", help="activation-patching sweep (layer x position or layer x head)")
     patch.add_argument("--base", required=True, help="the prompt that is run and patched")
@@ -60,5 +86,8 @@ def register(sub) -> None:
                        help="run the patched forwards with forward hooks (default) or as nnsight traces")
     patch.add_argument("--top", type=at_least(0), default=10, help="how many cells to print")
     patch.add_argument("--out", help="output folder (default runs/patch-<time>)")
+    patch.add_argument("--shard", help="RANK/WORLD: sweep every WORLD-th layer from RANK into OUT/parts; the "
+                                       "shard that finds every part merges them (default: torchrun's "
+                                       "RANK/WORLD_SIZE, else the whole sweep)")
     add_model_args(patch)
     patch.set_defaults(func=run)
