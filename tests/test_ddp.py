@@ -213,3 +213,22 @@ def test_interventions_follow_a_dispatched_model_and_a_wrong_device_fails():
     assert {p.device.type for p in reft.intervention_at(2).parameters()} == {"meta"}
     with pytest.raises(RuntimeError, match="meta"):  # a cpu state into the meta intervention: loud
         reft.intervention_at(2)(torch.zeros(1, 2, 32))
+
+
+def test_patch_shards_merge_into_the_whole_sweep(tmp_path, capsys):
+    from unittest import mock
+
+    from workbench.cli import main
+    from workbench.sweeps import patch_sweep
+
+    argv = ["patch", "--base", "the cat sat", "--source", "a dog sat", "--target", "cat", "--foil", "dog",
+            "--out", str(tmp_path / "run")]
+    with mock.patch("workbench.models.load_model", lambda *a, **k: tiny_model("llama")):
+        assert main([*argv, "--shard", "1/2"]) == 0
+        assert "still missing" in capsys.readouterr().out and not (tmp_path / "run" / "results.csv").exists()
+        assert main([*argv, "--shard", "0/2"]) == 0  # the last shard finds every part and merges
+    merged = pd.read_csv(tmp_path / "run" / "results.csv")
+    hm = tiny_model("llama")
+    whole = patch_sweep(hm, "the cat sat", "a dog sat", target="cat", foil="dog")
+    assert list(merged["layer"]) == list(whole["layer"]) and list(merged["position"]) == list(whole["position"])
+    assert max(abs(merged["value"] - whole["value"])) < 1e-5
