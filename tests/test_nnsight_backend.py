@@ -197,3 +197,27 @@ def test_remote_request_rehearsed_offline(tmp_path):
     assert {"workbench", "reft"} <= set(_PICKLE_BY_VALUE_MODULES)
     with pytest.raises(ValueError, match=r"remote='yes': expected one of \(False, True, 'local'\)"):
         stub.run(BASE, plan, sources=[SOURCE], backend="nnsight", remote="yes")
+
+
+def test_cli_patch_backend(tmp_path, capsys):
+    """``workbench patch --backend nnsight`` writes the table the hooks backend writes (same cells,
+    values within float rounding: the hooks sweep takes its faster paths)."""
+    from unittest import mock
+
+    import pandas as pd
+
+    from workbench.cli import main
+
+    argv = ["patch", "--base", "Paris is in the country of", "--source", "Rome is in the city of",
+            "--target", "France", "--foil", "Italy", "--batch-size", "8"]
+    tables = {}
+    for backend in ("hooks", "nnsight"):
+        with mock.patch("workbench.models.load_model", lambda *a, **k: tiny_model("llama")):
+            assert main([*argv, "--backend", backend, "--out", str(tmp_path / backend)]) == 0
+        tables[backend] = pd.read_parquet(tmp_path / backend / "results.parquet")
+        config = (tmp_path / backend / "config.json").read_text()
+        assert f'"backend": "{backend}"' in config
+    hooks, traced = tables["hooks"], tables["nnsight"]
+    assert list(traced[["layer", "position"]].itertuples(index=False)) == list(hooks[["layer", "position"]].itertuples(index=False))
+    torch.testing.assert_close(torch.tensor(traced["value"].values), torch.tensor(hooks["value"].values), atol=1e-5, rtol=0)
+    capsys.readouterr()
