@@ -5,10 +5,11 @@
 
 import torch
 
+from .cached import BaseStates, cached_base_unsupported
 from .data import CounterfactualData
 from .interventions import (BoundlessRotatedSpaceIntervention, LowRankRotatedSpaceIntervention,
                             RotatedSpaceIntervention, SubspaceInterchange, orthonormal_rows)
-from .train import (Evaluation, TrainConfig, TrainResult, evaluate, intervened_logits, source_states,
+from .train import (Evaluation, TrainConfig, TrainResult, base_states, evaluate, intervened_logits, source_states,
                     train_alignment, train_multitask)
 
 METHODS = ("das", "rotated", "boundless")
@@ -35,8 +36,8 @@ def build_intervention(method: str, d: int, k: int, max_rank: int | None = None,
 
 
 __all__ = [
-    "BoundlessRotatedSpaceIntervention", "CounterfactualData", "Evaluation", "LowRankRotatedSpaceIntervention",
+    "BaseStates", "BoundlessRotatedSpaceIntervention", "CounterfactualData", "Evaluation", "LowRankRotatedSpaceIntervention",
     "METHODS", "RotatedSpaceIntervention", "SubspaceInterchange", "TrainConfig", "TrainResult",
-    "build_intervention", "evaluate", "intervened_logits", "orthonormal_rows", "source_states",
+    "base_states", "build_intervention", "cached_base_unsupported", "evaluate", "intervened_logits", "orthonormal_rows", "source_states",
     "train_alignment", "train_multitask",
 ]

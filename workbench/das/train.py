@@ -33,6 +33,7 @@ from ..plan import PlanItem
 from ..positions import Indices
 from ..sites import Site
 from ..padding import left_pad, pad_id_of
+from .cached import BaseStates, cached_base_unsupported, cached_logits
 from .data import CounterfactualData, last_logits_kwargs
 from .interventions import BoundlessRotatedSpaceIntervention
 from .resume import Progress, load_progress, save_progress
@@ -48,6 +49,7 @@ class TrainConfig:
     seed: int = 0  # shuffling and intervention initialization
     patience: int = 2  # epochs without a better validation IIA before stopping
     cache_sources: bool = True  # read source states at the site once instead of a source forward per step
+    cache_base: bool = True  # with cached sources: run the layers below the site once per base input (workbench.das.cached)
     eval_batch_size: int = 64
     temperature: tuple[float, float] = (1.0, 0.01)  # Boundless DAS: annealed geometrically start -> end
     size_penalty: float = 0.0  # Boundless DAS: loss weight of the soft subspace size / max_rank
@@ -98,12 +100,27 @@ def source_states(hm: HookedModel, site: Site | str, data: CounterfactualData, b
     return torch.cat(parts)  # (N, k, d)
 
 
+def base_states(hm: HookedModel, site: Site | str, data: CounterfactualData, config: "TrainConfig",
+                batch_size: int = 64) -> BaseStates | None:
+    """``BaseStates`` of ``data`` when ``config`` asks for them and the model and site allow it, else None.
+
+    >>> base = base_states(hm, "L1.resid_post", data, TrainConfig())             # doctest: +SKIP
+    """
+    if not (config.cache_base and config.cache_sources) or len(data) == 0 or cached_base_unsupported(hm, site):
+        return None
+    return BaseStates(hm, site, data, batch_size)
+
+
 def intervened_logits(hm: HookedModel, site: Site, intervention: Intervention, data: CounterfactualData,
-                      index: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+                      index: torch.Tensor, states: torch.Tensor | None, base: BaseStates | None = None) -> torch.Tensor:
     """Next-token logits (B, V) of the base inputs ``data[index]`` with the intervention at ``site``.
 
     ``states`` (N, k, d): cached source states; None runs the sources (the uncached path).
+    ``base``: the base inputs' cached states below the site (needs ``states``): only the layers
+    above the site run, and the LM head on the last position (``workbench.das.cached``).
     """
+    if base is not None and (states is not None or not intervention.needs_source):
+        return cached_logits(hm, site, intervention, data, index, base, states)
     rows = index.tolist()
     pad = pad_id_of(hm, default=0)
     batch = left_pad([data.base_ids[i] for i in rows], pad)
@@ -118,8 +135,11 @@ def intervened_logits(hm: HookedModel, site: Site, intervention: Intervention, d
 
 @torch.no_grad()
 def evaluate(hm: HookedModel, site: Site | str, intervention: Intervention, data: CounterfactualData,
-             batch_size: int = 64, states: torch.Tensor | None = None, cache_sources: bool = True) -> Evaluation:
+             batch_size: int = 64, states: torch.Tensor | None = None, cache_sources: bool = True,
+             base: BaseStates | None = None) -> Evaluation:
     """IIA of ``intervention`` at ``site`` on ``data``, with per-example predictions.
+
+    ``base``: cached base states (``base_states``), which validation reuses every epoch.
 
     >>> evaluate(hm, "L1.resid_post", das, test).iia                              # doctest: +SKIP
     """
@@ -133,7 +153,7 @@ def evaluate(hm: HookedModel, site: Site | str, intervention: Intervention, data
         starts = range(0, len(data), batch_size)
         for start in tqdm(starts, desc=f"evaluate {site}", unit="batch", leave=False, disable=len(starts) < 4):
             index = torch.arange(start, min(start + batch_size, len(data)))
-            predicted.append(intervened_logits(hm, site, intervention, data, index, states).argmax(-1).cpu())
+            predicted.append(intervened_logits(hm, site, intervention, data, index, states, base).argmax(-1).cpu())
     finally:
         intervention.train(was_training)
     predicted = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.long)
@@ -191,6 +211,8 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
               for name, d in train.items()}
     val_states = {name: source_states(hm, site, d, config.eval_batch_size) if config.cache_sources else None
                   for name, d in (val or {}).items()}
+    bases = {name: base_states(hm, site, d, config, config.eval_batch_size) for name, d in train.items()}
+    val_bases = {name: base_states(hm, site, d, config, config.eval_batch_size) for name, d in (val or {}).items()}
     steps_per_epoch = max(math.ceil(len(d) / config.batch_size) for d in train.values())
     total = config.epochs * steps_per_epoch
     result = TrainResult(pd.DataFrame())
@@ -213,7 +235,7 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                         m.set_temperature(_temperature(config, global_step, total))
                     slot = (step * config.batch_size + torch.arange(config.batch_size)) % len(data)
                     index = orders[name][slot[: min(config.batch_size, len(data))]]  # (b,)
-                    logits = intervened_logits(hm, site, m, data, index, states[name])  # (b, V)
+                    logits = intervened_logits(hm, site, m, data, index, states[name], bases[name])  # (b, V)
                     task_loss = F.cross_entropy(logits.float(), data.labels[index].to(logits.device))
                     if isinstance(m, BoundlessRotatedSpaceIntervention) and config.size_penalty:
                         task_loss = task_loss + config.size_penalty * m.boundary() / m.max_rank
@@ -233,7 +255,8 @@ def train_multitask(hm: HookedModel, site: Site | str, interventions: Mapping[st
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             progress.epoch = epoch + 1
             if val:
-                scores = [evaluate(hm, site, interventions[n], d, config.eval_batch_size, val_states[n]).iia
+                scores = [evaluate(hm, site, interventions[n], d, config.eval_batch_size, val_states[n],
+                                   base=val_bases[n]).iia
                           for n, d in val.items()]
                 score = sum(scores) / len(scores)
                 progress.val_iia.append(score)
