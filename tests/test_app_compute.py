@@ -67,8 +67,11 @@ def test_interventions_page_trains_steering_and_loreft_and_their_generations_dif
     assert not at.exception and not at.error, (at.exception, at.error)
     job = at.session_state["train_job"]
     assert job["status"] == "done" and job["done"] == job["total"] == 2 + 3 + 1 + 2
-    shown = at.dataframe[0].value
+    shown = pd.DataFrame(job["state"]["rows_out"])
     assert list(shown["prompt"]) == ["the cat sat on the", "Paris is in the"]
+    drawn = [c.value for c in at.code]  # three columns per prompt: without, steering vector, LoReFT
+    assert drawn == [row[k] or "(nothing)" for row in job["state"]["rows_out"]
+                     for k in ("without", "steering vector", "LoReFT")]
 
     # The vector is mean(persona answers) - mean(plain answers) of HF's own hidden states.
     hm = load_model(str(tiny_folder))

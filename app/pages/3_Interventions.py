@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 from ui import (INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side,
-                downloads, stepwise, table_view, user_errors)
+                downloads, stepwise, user_errors)
 
 from reft import persona_eval_prompts, persona_pairs
 from workbench.interventions import AddVector
@@ -186,9 +186,12 @@ def train_section(hm, name: str) -> None:
                                 title="LoReFT training loss"), key="train_loss")
     if state["rows_out"]:
         st.markdown("**Generations side by side**")
-        table_view(pd.DataFrame(state["rows_out"]), key="train_generations", name="generations",
-                   column_config={c: st.column_config.TextColumn(c, width="large") for c in
-                                  ("without", "steering vector", "LoReFT")})
+        for i, row in enumerate(state["rows_out"]):
+            st.markdown(f"*{row['prompt']}*")
+            for column, kind in zip(st.columns(3), ("without", "steering vector", "LoReFT")):
+                column.caption(kind)
+                column.code(row[kind] or "(nothing)", language=None, wrap_lines=True)
+        downloads("train_generations", pd.DataFrame(state["rows_out"]), None, "generations")
 
 
 st.title("Interventions")
