@@ -7,6 +7,12 @@ and continues. After each run the table (``results.parquet``/``.csv``), the plot
 ``config.json`` are rewritten beside it (``workbench.runs.save_run``). One process writes a folder at
 a time (``.sweep.lock``); run concurrent sweeps into separate folders.
 
+Sharded (``shard=Shard(rank, world)``, ``--shard RANK/WORLD`` or torchrun's environment), each
+shard runs every ``world``-th group (all N of a group stay together, so the capacity search holds)
+and appends to its own ``parts/results-RANK-of-WORLD.jsonl`` under its own lock; every shard skips
+the runs any log holds (a re-run resumes at any world size) and rewrites the table from all logs
+when it ends, so the shard that finishes last leaves the merged table.
+
 With ``stop_after_failure`` (capacity search), N grows within each (layer, rank, kind, variant,
 pairs, seed) group and larger N are skipped once one N failed: capacity is the largest N reproduced
 exactly. The skip is decided from the saved rows, so a resumed sweep skips exactly the same runs.
@@ -28,6 +34,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from workbench.checkpoints import remove_stale_temps
+from workbench.distributed import Shard
 from workbench.hooked import HookedModel
 from workbench.runs import atomic_write, save_run
 
@@ -89,6 +96,15 @@ class ResultsLog:
         _atomic_write_text(self.path, old + json.dumps(row) + "\n")  # key order kept: the table's columns
 
 
+def _all_rows(out: Path) -> list[dict]:
+    """The rows of ``results.jsonl`` and of every shard's log, once per run."""
+    rows = {}
+    for path in [out / "results.jsonl", *sorted((out / "parts").glob("results-*.jsonl"))]:
+        for row in ResultsLog(path).read():
+            rows.setdefault(row["run_key"], row)
+    return list(rows.values())
+
+
 def _check_same_setup(out: Path, setup: dict) -> None:
     """A resumed sweep must use the same model and text (rows are keyed by run config only)."""
     path = out / "sweep_config.json"
@@ -126,22 +142,25 @@ def capacity_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def memorize_sweep(hm: HookedModel, text: str, grid: Mapping[str, Sequence], base: MemorizeConfig | None = None,
                    out: str | Path = "runs/memorize-sweep", stop_after_failure: bool = True,
-                   progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) the sweep; returns the table of all finished runs in grid order."""
+                   progress: bool = True, shard: Shard | None = None) -> pd.DataFrame:
+    """Run (or resume) the sweep (this ``shard``'s groups of it); returns the table of all finished
+    runs in grid order."""
     from tqdm.auto import tqdm
 
-    base = base or MemorizeConfig()
+    base, shard = base or MemorizeConfig(), shard or Shard()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
-        remove_stale_temps(out, recursive=True)  # what a killed sweep was writing (it held the lock)
-        return _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm)
+    with _exclusive(out, "" if shard.world == 1 else f"-{shard.rank}-of-{shard.world}"):
+        if shard.world == 1:  # a shard leaves the others' temporaries alone: they may be writing
+            remove_stale_temps(out, recursive=True)  # what a killed sweep was writing (it held the lock)
+        return _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm, shard)
 
 
 @contextmanager
-def _exclusive(out: Path):
-    """One writer per sweep folder: appends are atomic, but two processes would drop each other's rows."""
-    with open(out / ".sweep.lock", "w") as handle:
+def _exclusive(out: Path, suffix: str = ""):
+    """One writer per sweep folder (per shard): appends are atomic, but two processes would drop
+    each other's rows."""
+    with open(out / f".sweep{suffix}.lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -153,7 +172,7 @@ def _exclusive(out: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm) -> pd.DataFrame:
+def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm, shard=Shard()) -> pd.DataFrame:
     story = load_text(text)
     setup = {"command": "memorize-sweep", "model": hm.name, "text": str(text),
              "text_path": str(resolve_text_path(text)), "text_sha": text_fingerprint(story),
@@ -161,9 +180,13 @@ def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm) -> pd.
              "stop_after_failure": stop_after_failure}
     _check_same_setup(out, setup)
     _atomic_write_text(out / "sweep_config.json", json.dumps(setup, indent=2))
-    log = ResultsLog(out / "results.jsonl")
-    rows = log.read()
+    log = ResultsLog(out / "results.jsonl" if shard.world == 1
+                     else out / "parts" / f"results-{shard.rank}-of-{shard.world}.jsonl")
+    log.path.parent.mkdir(exist_ok=True)
+    rows = _all_rows(out)
     configs = expand_grid(base, grid)
+    groups = list(dict.fromkeys(_group(c) for c in configs))
+    mine = set(shard.take(groups))
     text_ids = hm.tokenizer(story, add_special_tokens=False)["input_ids"]
     vocab = min(len(hm.tokenizer), int(hm.model.config.vocab_size))
     bar = tqdm(total=len(configs), disable=not progress, desc="memorize sweep")
@@ -171,7 +194,7 @@ def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm) -> pd.
         key = run_key(config)
         failed = [r for r in rows if r.get("group") == _group(config) and not r["exact"]
                   and r["n_tokens"] < config.n_tokens]
-        if any(r["run_key"] == key for r in rows) or (stop_after_failure and failed):
+        if _group(config) not in mine or any(r["run_key"] == key for r in rows) or (stop_after_failure and failed):
             bar.update(1)
             continue
         task = task_for(hm.tokenizer, story, config.n_tokens, variant=config.variant, n_pairs=config.n_pairs,
@@ -184,7 +207,7 @@ def _sweep(hm, text, grid, base, out, stop_after_failure, progress, tqdm) -> pd.
         bar.update(1)
         bar.set_postfix(N=config.n_tokens, L=config.layer, exact=row["exact"], steps=row["steps"])
     bar.close()
-    return _save_table(out, rows, configs, setup)
+    return _save_table(out, _all_rows(out) if shard.world > 1 else rows, configs, setup)  # the others' rows too
 
 
 def results_frame(rows: list[dict], configs: list[MemorizeConfig] | None = None) -> pd.DataFrame:
