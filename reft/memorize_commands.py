@@ -92,8 +92,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     from workbench.data.texts import resolve_text_path
     resolve_text_path(args.text)  # before the model: a missing dataset fails at once with the fetch command
     hm = _setup(args)
+    from workbench.distributed import Shard
+    shard = Shard.from_env(args.shard)
+    if shard.world > 1 and not args.out:
+        raise ValueError(f"shard {shard}: give --out, the folder every shard of the sweep writes into")
     df = memorize_sweep(hm, args.text, grid, base, out=out, stop_after_failure=not args.no_stop_after_failure,
-                        progress=not args.quiet)
+                        progress=not args.quiet, shard=shard)
     if len(df):
         cols = ["variant", "layer", "rank", "kind", "n_pairs", "n_tokens", "exact", "exact_prefix", "share", "steps",
                 "seconds", "ms_per_step", "loss_final"]
@@ -147,6 +151,9 @@ def register(sub) -> None:
     sweep.add_argument("--no-stop-after-failure", action="store_true",
                        help="run every N even after a smaller N failed in the same group")
     sweep.add_argument("--out", help="output folder; an existing one is resumed (default runs/memorize-sweep-<time>)")
+    sweep.add_argument("--shard", help="RANK/WORLD: run every WORLD-th group (layer, rank, kind, ...) from RANK into "
+                                       "the shared --out; the last shard to finish writes the merged table "
+                                       "(default: torchrun's RANK/WORLD_SIZE, else the whole sweep)")
     _training_args(sweep)
     sweep.set_defaults(func=run_sweep)
 
