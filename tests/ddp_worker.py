@@ -10,6 +10,7 @@ loss curve) so the test can compare every rank with a one-process run of the sam
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def main(mode: str, out: Path) -> None:
     torch.set_num_threads(1)
     distributed.init_from_env()
     r = distributed.rank()
+    (out / f"pid-rank{r}").write_text(str(os.getpid()))  # torchrun starts ranks in their own sessions
     if mode == "train":
         reft = reft_model()
         result = train(reft, reft_rows(reft), reft_config(output_dir=str(out / "reft-run")))

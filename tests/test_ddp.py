@@ -42,6 +42,14 @@ def torchrun(mode: str, out: Path, wait: bool = True) -> subprocess.Popen:
     return process
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def as_double(tensors: dict, losses: list[float]) -> dict:
     data = {k: v.detach().double() for k, v in tensors.items()}
     data["losses"] = torch.tensor(losses, dtype=torch.float64)
@@ -119,8 +127,13 @@ def test_a_killed_ddp_run_resumes_at_another_world_size(one_thread, tmp_path):
             pass
         time.sleep(0.1)
     assert process.poll() is None, "the run ended before it could be killed: " + (tmp_path / "slow.log").read_text()[-2000:]
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks, mid-run
+    ranks = [int((tmp_path / f"pid-rank{r}").read_text()) for r in (0, 1)]
+    for pid in ranks:  # kill -9 mid-run: both ranks, then torchrun
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
+    while any(alive(pid) for pid in ranks):
+        time.sleep(0.05)  # until nothing writes the checkpoint any more
     killed_at = json.loads(state.read_text())["step"]
     total = 6 * 2  # 6 epochs x ceil(ceil(8 / 3) / 2) optimizer steps
     assert 3 <= killed_at < total
@@ -232,3 +245,27 @@ def test_patch_shards_merge_into_the_whole_sweep(tmp_path, capsys):
     whole = patch_sweep(hm, "the cat sat", "a dog sat", target="cat", foil="dog")
     assert list(merged["layer"]) == list(whole["layer"]) and list(merged["position"]) == list(whole["position"])
     assert max(abs(merged["value"] - whole["value"])) < 1e-5
+
+
+def test_memorize_sweep_shards_merge_into_the_whole_table(tmp_path, one_thread):
+    from reft.memorize import MemorizeConfig, memorize_sweep
+    from reft.memorize.sweep import TIMING
+
+    text = tmp_path / "words.txt"
+    text.write_text("the cat sat on the mat . a dog was in the city , Paris is in France ! " * 4)
+    base = MemorizeConfig(key="the movie {i}", lr=0.05, max_steps=2, verify=False)
+    grid = {"n_tokens": [2], "layer": [0, 2]}  # two groups, one per layer
+    hm = tiny_model("llama")
+    first = memorize_sweep(hm, str(text), grid, base, out=tmp_path / "sharded", progress=False,
+                           stop_after_failure=False, shard=Shard(1, 2))
+    assert set(first["layer"]) == {2}  # the second group only
+    merged = memorize_sweep(hm, str(text), grid, base, out=tmp_path / "sharded", progress=False,
+                            stop_after_failure=False, shard=Shard(0, 2))
+    again = memorize_sweep(hm, str(text), grid, base, out=tmp_path / "sharded", progress=False,
+                           stop_after_failure=False)  # one process: every run is in a log, nothing runs
+    whole = memorize_sweep(hm, str(text), grid, base, out=tmp_path / "whole", progress=False, stop_after_failure=False)
+    drop = lambda df: df.drop(columns=[c for c in TIMING if c in df.columns]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(drop(merged), drop(whole))
+    pd.testing.assert_frame_equal(drop(again), drop(whole))
+    assert sorted(p.name for p in (tmp_path / "sharded" / "parts").iterdir()) == [
+        "results-0-of-2.jsonl", "results-1-of-2.jsonl"]
