@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -124,13 +125,15 @@ def score(hm: HookedModel, config: RavelConfig, setup: RavelSetup, interventions
 
 
 def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
-              report_to: str | Path | None = None, resume_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
+              report_to: str | Path | None = None, resume_dir: str | Path | None = None,
+              only: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Filter and build the examples, then compare every method (see `compare_methods`).
 
     Returns the table and ``details`` (the kept-share summary, the kept/dropped ``report``,
     timings, the setup). With ``report_to``, the report is written there before the methods run
     (so a run that then fails still leaves it). With ``resume_dir``, finished methods and DAS
     epochs are kept there, and a run killed at any point and started again resumes from them.
+    ``only``: run just these methods (one shard's share; see `compare_methods`).
     """
     started = time.time()
     setup = prepare_ravel(hm, data, config.attributes, {"train": config.n_train, "val": config.n_val,
@@ -140,7 +143,7 @@ def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
     if report_to is not None:
         Path(report_to).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(report_to, lambda tmp: setup.report.to_csv(tmp, index=False))
-    table = compare_methods(hm, setup, config, resume_dir)
+    table = compare_methods(hm, setup, config, resume_dir, only)
     details = {"summary": setup.summary, "report": setup.report, "prepare_seconds": prepare_seconds,
                "config": asdict(config),
                "setup": setup, "seconds": time.time() - started}
@@ -148,12 +151,14 @@ def run_ravel(hm: HookedModel, data: RavelData, config: RavelConfig,
 
 
 def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig,
-                    resume_dir: str | Path | None = None) -> pd.DataFrame:
+                    resume_dir: str | Path | None = None, only: Sequence[str] | None = None) -> pd.DataFrame:
     """Every method's Cause / Isolate / Disentangle per attribute and their mean, with wall time
     (``fit_seconds``: fitting or training; ``seconds``: that plus scoring on the test split).
 
     With ``resume_dir``, each finished method's rows are saved there (``<method>.json``, with the
-    config they were made with) and reused by a later call with the same config."""
+    config they were made with) and reused by a later call with the same config. ``only`` runs a
+    subset of the methods under the whole config's stamp, so that shards (``workbench ravel
+    --shard``) sharing ``resume_dir`` leave parts the whole run then reuses."""
     resume_dir = Path(resume_dir) if resume_dir is not None else None
     if resume_dir is not None:
         remove_stale_temps(resume_dir, recursive=True)  # what a killed run was writing
@@ -165,6 +170,7 @@ def compare_methods(hm: HookedModel, setup: RavelSetup, config: RavelConfig,
             raise ValueError(f"no test {kind} examples for {a}: the model answers too few test queries; "
                              f"raise entities_per_split or max_templates")
     methods = list(config.methods) + ([REFERENCE] if config.reference else [])
+    methods = [m for m in methods if only is None or m in only]
     rows = []
     for method in tqdm(methods, desc="RAVEL methods", unit="method", leave=False, disable=not config.progress):
         done = resume_dir / f"{method}.json" if resume_dir is not None else None
