@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.runs import atomic_write, save_run
     from workbench.sites import Site
 
-    from .ravel import RavelConfig, ravel_figure, run_ravel
+    from .ravel import REFERENCE, RavelConfig, ravel_figure, run_ravel
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,8 +45,21 @@ def run(args: argparse.Namespace) -> int:
                          max_entity_tokens=args.max_entity_tokens, n_train=args.examples[0], n_val=args.examples[1],
                          n_test=args.examples[2], seed=args.seed, train=train_config_from_args(args),
                          reference=not args.no_reference)
+    from workbench.distributed import Shard
+    shard = Shard.from_env(args.shard)  # --shard, else torchrun's RANK/WORLD_SIZE, else 0/1
+    if shard.world > 1 and not args.out:
+        raise ValueError(f"shard {shard}: give --out, the folder every shard writes its methods' parts into")
     out = Path(args.out or f"runs/ravel-{datetime.now():%Y%m%d-%H%M%S}")
     # out/resume keeps finished methods and DAS epochs: the same command, killed and run again, resumes
+    if shard.world > 1:  # this shard's methods into out/resume; the whole table once all are there
+        methods = list(config.methods) + ([REFERENCE] if config.reference else [])
+        run_ravel(hm, data, config, report_to=out / "data_report.csv", resume_dir=out / "resume",
+                  only=shard.take(methods))
+        missing = [m for m in methods if not (out / "resume" / f"{m}.json").is_file()]
+        if missing:
+            print(f"shard {shard}: its methods are in {out / 'resume'}; {missing} are still missing: run the "
+                  f"other shards, then any shard again to merge")
+            return 0
     table, details = run_ravel(hm, data, config, report_to=out / "data_report.csv", resume_dir=out / "resume")
     run_config = {"command": "ravel", **{k: v for k, v in vars(args).items() if k != "func"},
                   "ravel_config": asdict(config), "data_origin": data.origin, "model": hm.name,
@@ -73,6 +86,9 @@ def register(sub) -> None:
                        help="attributes to compare (default: the data's first two, e.g. Continent Country)")
     ravel.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ravel.add_argument("--no-reference", action="store_true", help="skip the full-patch reference row")
+    ravel.add_argument("--shard", help="RANK/WORLD: fit every WORLD-th method from RANK into OUT/resume; the shard "
+                                       "that finds every method merges the table (default: torchrun's "
+                                       "RANK/WORLD_SIZE, else every method)")
     add_data_args(ravel)
     add_model_args(ravel)
     ravel.set_defaults(func=run)
