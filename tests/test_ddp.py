@@ -269,3 +269,23 @@ def test_memorize_sweep_shards_merge_into_the_whole_table(tmp_path, one_thread):
     pd.testing.assert_frame_equal(drop(again), drop(whole))
     assert sorted(p.name for p in (tmp_path / "sharded" / "parts").iterdir()) == [
         "results-0-of-2.jsonl", "results-1-of-2.jsonl"]
+
+
+def test_ravel_shards_leave_parts_the_whole_run_reuses(tmp_path, monkeypatch, one_thread):
+    from probes import ravel as ravel_module
+    from probes.ravel import REFERENCE, RavelConfig, compare_methods
+    from test_ravel_probes import _planted_setup
+    from workbench.das import TrainConfig as DasConfig
+
+    hm, setup = _planted_setup()
+    config = RavelConfig(attributes=("V",), site="L1.resid_post", k=2, batch_size=64, progress=False,
+                         methods=("pca", "mean_diff"), train=DasConfig(epochs=1, progress=False))
+    cells = ["pca", "mean_diff", REFERENCE]
+    parts = [compare_methods(hm, setup, config, tmp_path, only=shard.take(cells)) for shard in (Shard(0, 2), Shard(1, 2))]
+    assert [sorted(set(p.method)) for p in parts] == [sorted(["pca", REFERENCE]), ["mean_diff"]]
+    monkeypatch.setattr(ravel_module, "fit_method", lambda *a, **k: pytest.fail("a finished method was fitted again"))
+    merged = compare_methods(hm, setup, config, tmp_path)  # every method from the shards' parts
+    monkeypatch.undo()
+    whole = compare_methods(hm, setup, config)
+    columns = ["method", "attribute", "cause", "isolate", "disentangle"]
+    pd.testing.assert_frame_equal(merged[columns], whole[columns])
