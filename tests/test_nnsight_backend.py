@@ -94,6 +94,21 @@ def test_nnsight_equals_hooks(pair, case):
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in hm.model.modules())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_bf16_equals_hooks(family):
+    """Half precision: model and interventions in bfloat16, every case still bit-identical."""
+    hm = tiny_model(family)
+    hm.model.to(torch.bfloat16)
+    for case, plan in plans(hm).items():
+        for item in plan:
+            item.intervention.to(torch.bfloat16)
+        hooks = hm.run(BASE, plan, sources=[SOURCE])
+        assert hooks.dtype == torch.bfloat16
+        traced = hm.run(BASE, plan, sources=[SOURCE], backend="nnsight")
+        assert torch.equal(traced, hooks), f"{case}: max |diff| {(traced.float() - hooks.float()).abs().max().item():.3g}"
+
+
 @torch.no_grad()
 def test_left_padded_batch_and_source_values(llama):
     """Mapping inputs padded on the left, precomputed source values: the same as hooks."""
