@@ -159,39 +159,77 @@ def _residual_norm(hm: HookedModel, forward, task: MemorizationTask, config: Mem
     return float(edited.float().norm(dim=-1).mean())
 
 
+class RunTracker:
+    """One run's stopping rule and record, step by step (shared by ``memorize`` and batched runs).
+
+    ``observe`` takes the step's teacher-forced logits (K, N, V) and loss; it returns True when
+    the run stops before another update: greedy decoding recited the target (checked by real
+    generation when every teacher-forced argmax is right, at most every 10 steps), or the step,
+    time or patience budget ran out. ``outcome`` gives the result columns.
+    """
+
+    def __init__(self, hm: HookedModel, task: MemorizationTask, config: MemorizeConfig,
+                 intervention: nn.Module) -> None:
+        self.hm, self.task, self.config, self.intervention = hm, task, config, intervention
+        self.history: list[float] = []
+        self.best = (float("inf"), -1)  # (loss, prefix)
+        self.since_best, self.step, self.last_verify = 0, 0, -10**9
+        self.verified: torch.Tensor | None = None
+        self.train_prefix = torch.zeros(task.n_pairs, dtype=torch.long)
+        self.started = time.perf_counter()
+        self.done = False
+
+    def observe(self, logits: torch.Tensor, loss: torch.Tensor) -> bool:
+        task, config = self.task, self.config
+        self.train_prefix = prefix_lengths(logits.detach().argmax(-1).cpu(), task.target_ids)  # (K,)
+        self.history.append(float(loss.detach()))
+        check_finite_loss(self.history[-1], self.step, f"memorize N={task.n_tokens} at L{config.layer}", config.lr)
+        if bool((self.train_prefix == task.n_tokens).all()) and self.step - self.last_verify >= 10:
+            self.last_verify = self.step
+            self.intervention.eval()
+            self.verified = greedy_prefix(self.hm, task, config, self.intervention) if config.verify else self.train_prefix
+            self.intervention.train()
+            if bool((self.verified == task.n_tokens).all()):
+                self.done = True  # recited exactly: stop before another update
+                return True
+        improved = self.history[-1] < self.best[0] * 0.99 or int(self.train_prefix.sum()) > self.best[1]
+        self.best = (min(self.best[0], self.history[-1]), max(self.best[1], int(self.train_prefix.sum())))
+        self.since_best = 0 if improved else self.since_best + 1
+        out_of_budget = self.step >= config.max_steps or (
+            config.max_seconds is not None and time.perf_counter() - self.started > config.max_seconds)
+        if out_of_budget or (config.patience and self.since_best >= config.patience):
+            self.verified, self.done = None, True
+            return True
+        return False
+
+    def outcome(self) -> dict:
+        """The result columns (after the last ``observe``); runs the final greedy check if needed."""
+        task, config = self.task, self.config
+        self.intervention.eval()
+        verified = self.verified
+        if verified is None or not config.verify:
+            verified = greedy_prefix(self.hm, task, config, self.intervention) if config.verify else self.train_prefix
+        seconds = time.perf_counter() - self.started
+        exact_tokens = int(verified.sum())
+        n_total = task.n_tokens * task.n_pairs
+        return {"steps": self.step, "seconds": round(seconds, 3),
+                "ms_per_step": round(1000 * seconds / max(self.step, 1), 1),
+                "loss_first": round(self.history[0], 5), "loss_final": round(self.history[-1], 5),
+                "train_prefix": int(self.train_prefix.min()), "exact_prefix": int(verified.min()),
+                "exact_tokens": exact_tokens, "share": round(exact_tokens / n_total, 5),
+                "exact": bool(exact_tokens == n_total)}
+
+
 def _train(hm, task, config, forward, intervention, optimizer, targets, progress, tqdm) -> dict:
-    n_total = task.n_tokens * task.n_pairs
-    history: list[float] = []
-    best = (float("inf"), -1)  # (loss, prefix)
-    since_best = 0
-    verified: torch.Tensor | None = None
-    train_prefix = torch.zeros(task.n_pairs, dtype=torch.long)
-    last_verify = -10**9
-    started = time.perf_counter()
+    tracker = RunTracker(hm, task, config, intervention)
     scaler = torch.amp.GradScaler(hm.device.type) if hm.dtype == torch.float16 else None
     bar = tqdm(total=config.max_steps, disable=not progress, leave=False,
                desc=f"memorize N={task.n_tokens} L{config.layer} r{config.rank} {config.variant}")
-    step = 0
+    intervention.train()
     while True:
-        intervention.train()
         logits = forward.logits(intervention)  # (K, N, V)
         loss = memorization_loss(logits, targets)
-        train_prefix = prefix_lengths(logits.detach().argmax(-1).cpu(), task.target_ids)  # (K,)
-        history.append(float(loss.detach()))
-        check_finite_loss(history[-1], step, f"memorize N={task.n_tokens} at L{config.layer}", config.lr)
-        if bool((train_prefix == task.n_tokens).all()) and step - last_verify >= 10:
-            last_verify = step
-            intervention.eval()
-            verified = greedy_prefix(hm, task, config, intervention) if config.verify else train_prefix
-            if bool((verified == task.n_tokens).all()):
-                break  # recited exactly: stop before another update
-        improved = history[-1] < best[0] * 0.99 or int(train_prefix.sum()) > best[1]
-        best = (min(best[0], history[-1]), max(best[1], int(train_prefix.sum())))
-        since_best = 0 if improved else since_best + 1
-        out_of_budget = step >= config.max_steps or (
-            config.max_seconds is not None and time.perf_counter() - started > config.max_seconds)
-        if out_of_budget or (config.patience and since_best >= config.patience):
-            verified = None
+        if tracker.observe(logits, loss):
             break
         optimizer.zero_grad(set_to_none=True)
         if scaler is None:
@@ -201,17 +239,8 @@ def _train(hm, task, config, forward, intervention, optimizer, targets, progress
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        step += 1
+        tracker.step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{history[-1]:.3f}", prefix=int(train_prefix.min()))
+        bar.set_postfix(loss=f"{tracker.history[-1]:.3f}", prefix=int(tracker.train_prefix.min()))
     bar.close()
-    intervention.eval()
-    if verified is None or not config.verify:
-        verified = greedy_prefix(hm, task, config, intervention) if config.verify else train_prefix
-    seconds = time.perf_counter() - started
-    exact_tokens = int(verified.sum())
-    return {"steps": step, "seconds": round(seconds, 3), "ms_per_step": round(1000 * seconds / max(step, 1), 1),
-            "loss_first": round(history[0], 5), "loss_final": round(history[-1], 5),
-            "train_prefix": int(train_prefix.min()), "exact_prefix": int(verified.min()),
-            "exact_tokens": exact_tokens, "share": round(exact_tokens / n_total, 5),
-            "exact": bool(exact_tokens == n_total)}
+    return tracker.outcome()
