@@ -3,14 +3,18 @@
 Same model (SmolLM2-135M, fp32), same counterfactual batch (base/source city prompts, label =
 the source city's country), same site (layer L block output = ``L.resid_post``, the entity's
 token), same rank k, Adam, cross-entropy on the last token. One step = forward with the
-intervention + backward + optimizer step. Three variants run in separate processes, interleaved
-step by step (A B C A B C ...), torch threads pinned:
+intervention + backward + optimizer step. Four variants run in separate processes, interleaved
+step by step (A B C D A B C D ...), torch threads pinned:
 
-- ``workbench``: source states at the site cached once (the workbench's training default)
+- ``workbench``: the training default: source states at the site and the base inputs' states
+  below it cached once (``workbench.das.cached``), so a step runs only the layers above the site
+  and the LM head on the answer position
+- ``workbench-sources``: only the source states cached (the full base forward every step)
 - ``workbench-uncached``: a source forward every step (what pyvene does)
 - ``pyvene``: ``IntervenableModel`` with ``LowRankRotatedSpaceIntervention`` (peer venv)
 
-    .venv/bin/python benchmarks/das_vs_pyvene.py --steps 10 --threads 1
+    .venv/bin/python benchmarks/das_vs_pyvene.py --steps 10 --threads 1 --json runs/das.json
+    .venv/bin/python benchmarks/das_vs_pyvene.py --quick --json runs/das.json   # ~1 min
 
 The peer venv is ``.peers/pyreft`` (see ../shared/peers/README.md). pyvene's transformers 4.45
 cannot read the cached model's config (``quantization_config: null``), so its worker builds the
@@ -33,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".peers" / "pyreft" / "bin" / "python"
 
 
+WORKERS = ("workbench", "workbench-sources", "workbench-uncached", "pyvene")
+
+
 # ---- workers (each runs in its own process and venv) -----------------------------------------
 def _serve(step) -> None:
     print("ready", flush=True)
@@ -44,12 +51,13 @@ def _serve(step) -> None:
         print(json.dumps({"ms": 1000 * (time.perf_counter() - started), "loss": loss}), flush=True)
 
 
-def worker_workbench(spec: dict, cached: bool) -> None:
+def worker_workbench(spec: dict, cached: bool, cache_base: bool = False) -> None:
     import torch
     import torch.nn.functional as F
 
     from workbench import load_model
-    from workbench.das import CounterfactualData, LowRankRotatedSpaceIntervention, intervened_logits, source_states
+    from workbench.das import (BaseStates, CounterfactualData, LowRankRotatedSpaceIntervention, intervened_logits,
+                               source_states)
 
     torch.set_num_threads(spec["threads"])
     hm = load_model(spec["model_dir"])
@@ -63,10 +71,11 @@ def worker_workbench(spec: dict, cached: bool) -> None:
     das = LowRankRotatedSpaceIntervention(hm.site_size(site), spec["k"])
     opt = torch.optim.Adam(das.parameters(), lr=1e-2)
     states = source_states(hm, site, data) if cached else None
+    base = BaseStates(hm, site, data) if cache_base else None  # once per input, as TrainConfig(cache_base=True)
     index = torch.arange(n)
 
     def step():
-        logits = intervened_logits(hm, site, das, data, index, states)  # (B, V)
+        logits = intervened_logits(hm, site, das, data, index, states, base)  # (B, V)
         loss = F.cross_entropy(logits, data.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,6 +156,22 @@ def build_spec(args) -> dict:
             "seq_len": length}
 
 
+def _peer_version() -> str:
+    try:
+        out = subprocess.run([str(PEER_PYTHON), "-c", "import importlib.metadata as m; print(m.version('pyvene'))"],
+                             capture_output=True, text=True, timeout=120)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _write_json(path: str, payload: dict) -> None:
+    from workbench.runs import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="measured steps per variant (after --warmup)")
@@ -156,7 +181,9 @@ def main() -> int:
     parser.add_argument("--layer", type=int, default=8)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--out", default="runs/bench-das-vs-pyvene")
-    parser.add_argument("--worker", choices=["workbench", "workbench-uncached", "pyvene"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the contract's JSON (benchmarks/README.md) here, atomically")
+    parser.add_argument("--quick", action="store_true", help="5 measured steps (about a minute)")
+    parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -164,15 +191,20 @@ def main() -> int:
         if args.worker == "pyvene":
             worker_pyvene(spec)
         else:
-            worker_workbench(spec, cached=args.worker == "workbench")
+            worker_workbench(spec, cached=args.worker != "workbench-uncached", cache_base=args.worker == "workbench")
         return 0
-    if not PEER_PYTHON.exists():
-        print(f"peer venv missing: {PEER_PYTHON}; install it as in ../shared/peers/README.md", file=sys.stderr)
-        return 2
+    if args.quick:
+        args.steps, args.warmup = min(args.steps, 5), 1
+    notes = []
+    peer = (ROOT / ".peers" / "pyreft" / ".ready").exists() and PEER_PYTHON.exists()
+    if not peer:
+        notes.append(f"peer venv missing: {PEER_PYTHON} (benchmarks/setup_peers.sh installs it); no pyvene baseline")
     spec = build_spec(args)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
-    pythons = {"workbench": sys.executable, "workbench-uncached": sys.executable, "pyvene": str(PEER_PYTHON)}
+    pythons = {name: sys.executable for name in WORKERS if name != "pyvene"}
+    if peer:
+        pythons["pyvene"] = str(PEER_PYTHON)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     procs = {name: subprocess.Popen([py, __file__, "--worker", name, "--spec", f.name], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -203,16 +235,38 @@ def main() -> int:
                 proc.wait(timeout=60)
         os.remove(f.name)
     medians = {n: statistics.median(t) for n, t in times.items()}
-    result = {"threads": args.threads, "batch_size": args.batch_size, "seq_len": spec["seq_len"], "layer": args.layer,
-              "k": args.k, "steps": args.steps, "median_ms": medians,
-              "ratio_workbench_over_pyvene": medians["workbench"] / medians["pyvene"],
-              "ratio_uncached_over_pyvene": medians["workbench-uncached"] / medians["pyvene"],
-              "first_losses": {n: v[0] for n, v in losses.items()}, "step_ms": times}
+    baseline = medians.get("pyvene")
+    work = (f"DAS step (SmolLM2 L{args.layer}.resid_post, k={args.k}, batch {args.batch_size} x "
+            f"{spec['seq_len']} tokens, fp32)")
+    goals = {"workbench": "<= 0.5"}  # issue 12: at most half of pyvene's step on the same batch
+    rows = []
+    for name in (n for n in WORKERS if n != "pyvene"):
+        ratio = None if baseline is None else medians[name] / baseline
+        goal = goals.get(name)
+        rows.append({"work": work, "method": name, "median_ms": round(medians[name], 1),
+                     "baseline": "pyvene", "baseline_median_ms": None if baseline is None else round(baseline, 1),
+                     "ratio": None if ratio is None else round(ratio, 4), "goal": goal,
+                     "met": None if ratio is None or goal is None else ratio <= float(goal.split()[-1]),
+                     "n": args.steps})
+    first = {n: v[0] for n, v in losses.items()}
+    notes.append(f"first-step losses (same batch; the workbench variants share R's init and must agree, "
+                 f"pyvene draws its own R): {json.dumps(first)}")
+    notes.append(f"interleaved steps, {args.warmup} warm-up, medians of {args.steps}; torch threads {args.threads}")
+    if peer:
+        notes.append(f"pyvene {_peer_version()} in .peers/pyreft")
+    result = {"benchmark": "das", "threads": args.threads, "quick": args.quick, "rows": rows, "notes": notes,
+              "batch_size": args.batch_size, "seq_len": spec["seq_len"], "layer": args.layer, "k": args.k,
+              "median_ms": medians, "step_ms": times}
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "step_ms"}, indent=2))
-    print(f"wrote {out / 'results.json'}")
+    if args.json:
+        _write_json(args.json, result)
+    for row in rows:
+        print(f"{row['method']:>20}: {row['median_ms']:8.1f} ms  vs pyvene {row['baseline_median_ms']} ms  "
+              f"ratio {row['ratio']}  goal {row['goal']}")
+    print("\n".join(notes))
+    print(f"wrote {out / 'results.json'}" + (f" and {args.json}" if args.json else ""))
     return 0
 
 
