@@ -175,35 +175,37 @@ def _mask_kind(config, index: int) -> str:
     return "full_attention"
 
 
-def _writer(hm: HookedModel, cells: list[Cell], first_row: int, start: int):
-    """A hook writing each cell's values into its own row (first_row + i) of the hooked tensor."""
+def _writer(hm: HookedModel, cells: list[Cell], rows: list[int], firsts: list[int]):
+    """A hook writing each cell's values at batch row ``rows[i]``, tokens from ``firsts[i]`` on
+    (the hooked tensor holds a row's tokens start..T-1 from that index)."""
     point = hm.layout.hook_point(cells[0].site)
     device = cells[0].values.device
-    rows = torch.arange(first_row, first_row + len(cells), device=device)[:, None]  # (n, 1)
-    index = torch.tensor([[p - start for p in c.positions] for c in cells], device=device)  # (n, k)
+    row_index = torch.tensor(rows, device=device)[:, None]  # (n, 1)
+    index = torch.tensor([[first + p - c.start for p in c.positions] for c, first in zip(cells, firsts)],
+                         device=device)  # (n, k)
     values = torch.stack([c.values for c in cells])  # (n, k, d)
 
     def write(hidden: torch.Tensor) -> None:
         view = hidden if point.head_slice is None else hidden[..., point.head_slice]  # (R, S, d)
-        view[rows.to(view.device), index.to(view.device)] = values.to(view.device, view.dtype)
+        view[row_index.to(view.device), index.to(view.device)] = values.to(view.device, view.dtype)
     return point, write
 
 
-def _installers(hm: HookedModel, joining: list[Cell], first_row: int, start: int) -> list:
-    """Hooks for the cells joining at one layer (rows first_row..): one per run of cells with the
-    same site and number of positions, so each hook is a single index_put_ (a head sweep has one
-    run per head, a position sweep one run)."""
-    runs: list[list[Cell]] = []
-    for cell in joining:
-        if runs and (runs[-1][0].site, len(runs[-1][0].positions)) == (cell.site, len(cell.positions)):
-            runs[-1].append(cell)
+def _installers(hm: HookedModel, joining: list[Cell], rows: list[int], firsts: list[int]) -> list:
+    """Hooks for the cells joining at one layer: one per run of cells with the same site and
+    number of positions, so each hook is a single index_put_ (a head sweep has one run per
+    head, a position sweep one run)."""
+    runs: list[list[int]] = []
+    for j, cell in enumerate(joining):
+        kind = (cell.site, len(cell.positions))
+        if runs and (joining[runs[-1][0]].site, len(joining[runs[-1][0]].positions)) == kind:
+            runs[-1].append(j)
         else:
-            runs.append([cell])
-    installers, row = [], first_row
+            runs.append([j])
+    installers = []
     for run in runs:
-        point, write = _writer(hm, run, row, start)
+        point, write = _writer(hm, [joining[j] for j in run], [rows[j] for j in run], [firsts[j] for j in run])
         installers.append(lambda point=point, write=write: add_hook(point.module, point.kind, write))
-        row += len(run)
     return installers
 
 
@@ -224,7 +226,8 @@ def _run_chunk(hm: HookedModel, base: BaseRun, group: _Group, cells: list[Cell],
             first_row = 0 if x is None else x.shape[0]
             fresh = base.block_inputs[layer][:, start:].expand(len(joining), -1, -1)  # (n, S, d)
             x = fresh.clone() if x is None else torch.cat([x, fresh.to(x.device)])  # (R, S, d)
-            installers = _installers(hm, joining, first_row, start)
+            rows = list(range(first_row, first_row + len(joining)))
+            installers = _installers(hm, joining, rows, [0] * len(joining))
         block = blocks[layer]
         with hooks_installed(installers):
             x = block(x, attention_mask=group.masks[layer], position_ids=group.position_ids,
@@ -235,12 +238,100 @@ def _run_chunk(hm: HookedModel, base: BaseRun, group: _Group, cells: list[Cell],
 
 
 @torch.no_grad()
+def plain_suffix_readout(hm: HookedModel, base: BaseRun, layer: int, start: int, readout: Readout) -> torch.Tensor:
+    """One cell's work without the patch: blocks ``layer..`` on tokens ``start..`` (the base's
+    keys/values before ``start``), final norm, ``readout``; values (1,). The unit of the compute
+    floor in benchmarks/sweep_vs_peers.py (one such forward per cell).
+    """
+    group = _Group(hm, base, start)
+    kwargs = {} if group.position_embeddings is None else {"position_embeddings": group.position_embeddings}
+    x = base.block_inputs[layer][:, start:]  # (1, S, d)
+    for index in range(layer, hm.n_layers):
+        x = hm.layout.blocks[index](x, attention_mask=group.masks[index], position_ids=group.position_ids,
+                                    cache=group.cache, use_cache=True, **kwargs)  # (1, S, d)
+        x = x if isinstance(x, torch.Tensor) else x[0]
+    return readout(hm.layout.final_norm(x[:, -1]))
+
+
+def _packed_masks(config, kinds: set[str], row: torch.Tensor, pos: torch.Tensor, start: torch.Tensor,
+                  n_tokens: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Additive masks (1, 1, N, T + N) for packed rows: keys are the base's T tokens, then the N
+    packed ones. A packed token (row r, position q) sees the base's tokens before r's start and
+    the tokens of row r up to q; sliding-window layers also drop keys q - k >= window (as HF's
+    ``sliding_window_overlay``)."""
+    base_pos = torch.arange(n_tokens, device=pos.device)  # (T,)
+    key_pos = torch.cat([base_pos, pos])  # (T + N,)
+    seen = torch.cat([base_pos[None, :] < start[:, None],  # (N, T): the base's prefix of each row
+                      (row[:, None] == row[None, :]) & (pos[None, :] <= pos[:, None])], dim=1)  # (N, T + N)
+    masks = {}
+    for kind in kinds:
+        allowed = seen
+        if kind == "sliding_attention":
+            allowed = seen & (pos[:, None] - key_pos[None, :] < config.sliding_window)
+        zero = torch.zeros((), dtype=dtype, device=pos.device)
+        masks[kind] = torch.where(allowed, zero, torch.finfo(dtype).min)[None, None]  # (1, 1, N, T + N)
+    return masks
+
+
+@torch.no_grad()
+def _run_packed(hm: HookedModel, base: BaseRun, cells: list[Cell], readout: Readout) -> torch.Tensor:
+    """Cells (sorted by layer) with different first positions, packed into one sequence.
+
+    Each cell is a row of tokens start..T-1 laid end to end along the sequence (1, N, d), so
+    every linear layer sees all rows' tokens at once (few tokens per row would leave matrix
+    products too small to run well). Attention keeps rows apart with `_packed_masks`; the cache
+    hands every layer the base's keys/values of all T tokens first.
+    """
+    config, model = hm.model.config, hm.model.base_model
+    n_tokens = base.input_ids.shape[1]
+    kinds = [_mask_kind(config, i) for i in range(hm.n_layers)]
+    cache = _PrefixCache(base.keys, base.values)  # (1, kv_heads, T, hd) per layer, batch 1
+    device = base.block_inputs[0].device
+    row = pos = start = x = None  # per packed token (N,); x (1, N, d)
+    lasts: list[int] = []  # each row's last token in the packed sequence
+    i, masks, kwargs = 0, None, {}
+    for layer in range(cells[0].site.layer, hm.n_layers):
+        installers = []
+        if i < len(cells) and cells[i].site.layer == layer:
+            joining = []
+            while i < len(cells) and cells[i].site.layer == layer:
+                joining.append(cells[i])
+                i += 1
+            first = 0 if x is None else x.shape[1]
+            offsets, new_row, new_pos = [], [], []
+            for cell in joining:
+                offsets.append(first + sum(n_tokens - c.start for c in joining[:len(offsets)]))
+                new_pos.append(torch.arange(cell.start, n_tokens, device=device))
+                new_row.append(torch.full((n_tokens - cell.start,), len(lasts), device=device))
+                lasts.append(offsets[-1] + n_tokens - cell.start - 1)
+            fresh = torch.cat([base.block_inputs[layer][0, c.start:] for c in joining])[None]  # (1, n, d)
+            x = fresh if x is None else torch.cat([x, fresh.to(x.device)], dim=1)  # (1, N, d)
+            row = torch.cat([t for t in (row, *new_row) if t is not None])
+            pos = torch.cat([t for t in (pos, *new_pos) if t is not None])
+            start = torch.cat([t for t in (start, *[torch.full_like(p, c.start) for p, c in zip(new_pos, joining)])
+                               if t is not None])
+            masks = _packed_masks(config, set(kinds[layer:]), row, pos, start, n_tokens, x.dtype)
+            if getattr(config, "model_type", None) not in ROTARY_FREE:
+                kwargs = {"position_embeddings": model.rotary_emb(x, position_ids=pos[None])}  # (cos, sin)
+            installers = _installers(hm, joining, [0] * len(joining), offsets)
+        with hooks_installed(installers):
+            x = hm.layout.blocks[layer](x, attention_mask=masks[kinds[layer]], position_ids=pos[None],
+                                        cache=cache, use_cache=True, **kwargs)  # (1, N, d)
+        x = x if isinstance(x, torch.Tensor) else x[0]
+    last = hm.layout.final_norm(x[0, torch.tensor(lasts, device=x.device)])  # (n, d)
+    return readout(last)
+
+
+@torch.no_grad()
 def run_cells(hm: HookedModel, base: BaseRun, cells: Sequence[Cell], readout: Readout,
-              batch_size: int = 64) -> list[float]:
+              batch_size: int = 64, max_tokens: int = 256) -> list[float]:
     """``readout`` of each cell's final-normed last-token state, in the order given.
 
-    Cells are grouped by first position and sorted by layer; up to ``batch_size`` cells are
-    stepped together. Cells whose values equal the base's recorded state are the base run.
+    Cells whose values equal the base's recorded state are the base run. The rest are sorted by
+    layer and stepped together, up to ``batch_size`` cells at a time: when they all start at
+    the same token (head sweeps) as rows of one batch (R, S, d); otherwise packed end to end in
+    one sequence (`_run_packed`) of at most ``max_tokens`` tokens (its attention is quadratic in
+    the packed length), a cell whose suffix alone is longer running by itself.
     """
     out: list[float | None] = [None] * len(cells)
     base_value = None
@@ -253,16 +344,30 @@ def run_cells(hm: HookedModel, base: BaseRun, cells: Sequence[Cell], readout: Re
             out[index] = base_value
         else:
             by_start.setdefault(cell.start, []).append(index)
-    chunks = []
-    for start, members in sorted(by_start.items()):
-        members.sort(key=lambda i: cells[i].site.layer)
-        chunks += [(start, members[j:j + batch_size]) for j in range(0, len(members), batch_size)]
-    groups: dict[int, _Group] = {}
+    pending = sorted((i for members in by_start.values() for i in members),
+                     key=lambda i: (cells[i].site.layer, cells[i].start))
+    n_tokens = base.input_ids.shape[1]
+    chunks, size = [], 0
+    if len(by_start) == 1:  # one first position: rows of a batch
+        chunks = [pending[j:j + batch_size] for j in range(0, len(pending), batch_size)]
+    else:
+        for i in pending:
+            length = n_tokens - cells[i].start
+            if chunks and len(chunks[-1]) < batch_size and size + length <= max_tokens:
+                chunks[-1].append(i)
+                size += length
+            else:
+                chunks.append([i])
+                size = length
+    group = None
     with hm.lock:
-        for start, chunk in tqdm(chunks, desc="patched runs", unit="batch", leave=False, disable=len(chunks) < 4):
-            if start not in groups:
-                groups = {start: _Group(hm, base, start)}  # one group alive at a time
-            values = _run_chunk(hm, base, groups[start], [cells[i] for i in chunk], readout)
+        for chunk in tqdm(chunks, desc="patched runs", unit="batch", leave=False, disable=len(chunks) < 4):
+            members = [cells[i] for i in chunk]
+            if len(by_start) == 1:
+                group = group or _Group(hm, base, members[0].start)
+                values = _run_chunk(hm, base, group, members, readout)
+            else:
+                values = _run_packed(hm, base, members, readout)
             for index, value in zip(chunk, values.float().tolist()):
                 out[index] = value
     return out

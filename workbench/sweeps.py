@@ -58,7 +58,7 @@ def _default_metric(hm: HookedModel, metric, target, foil) -> tuple[Metric, list
     return logit_difference(*ids), ids
 
 
-def _readout(hm: HookedModel, metric: Metric, ids: list[int] | None):
+def metric_readout(hm: HookedModel, metric: Metric, ids: list[int] | None):
     """Final-normed last-token states (n, d) -> metric values (n,), for layer stepping.
 
     The default logit difference reads two logits, so it takes two rows of the unembedding
@@ -135,7 +135,7 @@ def _path(hm: HookedModel, path: str, position_sweep: bool) -> str:
 def _stepped(hm: HookedModel, base_batch, source_batch, sites: list[Site], make_cells: Callable,
              metric: Metric, ids: list[int] | None, batch_size: int) -> tuple[list[float], tuple[float, float]]:
     """Values of the cells ``make_cells(source_run)`` by layer stepping, and the two baselines."""
-    readout = _readout(hm, metric, ids)
+    readout = metric_readout(hm, metric, ids)
     source_run = BaseRun(hm, source_batch["input_ids"], sites)  # the source's states at every site
     base_run = BaseRun(hm, base_batch["input_ids"], sites)
     values = run_cells(hm, base_run, make_cells(source_run), readout, batch_size)
