@@ -282,7 +282,7 @@ def stepwise(key: str, start: str, total: int, step, disabled: bool = False) -> 
     session state, so a rerun continues after the last finished step, and Cancel (its callback
     runs before the rerun) sets the flag that is checked between steps.
     """
-    left, right = st.columns([1, 4])
+    left, right, _ = st.columns([2, 1, 5], vertical_alignment="center")  # room for a long start label
     if left.button(start, key=f"{key}_start", type="primary", disabled=disabled):
         st.session_state[key] = {"status": "running", "done": 0, "total": total, "state": {}, "error": None}
     job = st.session_state.get(key)

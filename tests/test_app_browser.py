@@ -1,4 +1,7 @@
-"""A real browser: headless Chromium drives the running app to a patching heatmap.
+"""A real browser: headless Chromium drives the running app through each page's main action
+(a patching heatmap, training a steering vector and a LoReFT, fitting a sentiment direction and
+colouring tokens, a live memorization run and its Cancel) and asserts on what is drawn.
+Screenshots go to runs/screenshots/ (and $WORKBENCH_SHOTS when set).
 
 Needs Debian's chromium and chromium-driver (.ci/run installs them); skipped with that reason
 where they are absent.
@@ -30,15 +33,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(tmp_path):
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("browser")
     folder = save_tiny_model(tmp_path / "tiny")
     port = free_port()
-    env = {**os.environ, "WORKBENCH_APP_MODEL": str(folder), "WORKBENCH_RESULTS_DIR": str(tmp_path / "runs")}
+    env = {**os.environ, "WORKBENCH_APP_MODEL": str(folder), "WORKBENCH_RESULTS_DIR": str(tmp_path / "runs"),
+           "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, stdout=log, stderr=subprocess.STDOUT)  # a file: an unread pipe would fill and stall the server
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -52,7 +58,12 @@ def app_url(tmp_path):
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a run still in progress: stop it hard
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 def browser():
@@ -90,5 +101,141 @@ def test_patching_page_renders_a_heatmap_in_chromium(app_url):
         driver.save_screenshot(str(ARTIFACTS / "patching.png"))
         assert "Activation patching" in driver.page_source
         assert (ARTIFACTS / "patching.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
+
+
+# ---- helpers for the pages below ------------------------------------------------------------------
+def idle(driver, timeout: float = 120) -> None:
+    """Wait until the script run has finished and nothing on the page is stale (greyed out)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    script = ("return !document.querySelector('[data-stale=\"true\"]') && "
+              "!/Running|Stop/.test(document.querySelector('[data-testid=\"stStatusWidget\"]')?.innerText || '')")
+    time.sleep(0.5)
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+    time.sleep(0.5)
+
+
+def shoot(driver, name: str) -> Path:
+    """Save a screenshot (full page height, once the page is idle) and return its path."""
+    idle(driver)
+    height = driver.execute_script("return document.querySelector('section.main, [data-testid=\"stMain\"]')"
+                                   "?.scrollHeight || document.body.scrollHeight")
+    driver.set_window_size(1400, max(1000, min(int(height) + 200, 4000)))
+    time.sleep(0.5)
+    paths = [ARTIFACTS / f"{name}.png"] + ([Path(os.environ["WORKBENCH_SHOTS"]) / f"{name}.png"]
+                                           if os.environ.get("WORKBENCH_SHOTS") else [])
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(path))
+    return paths[0]
+
+
+def fill(driver, wait, label: str, value: str, area: bool = False) -> None:
+    """Type ``value`` over the input (or text area) whose label starts with ``label``, and commit it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    tag = "textarea" if area else "input"
+    box = wait.until(ec.presence_of_element_located((By.XPATH, f"//{tag}[starts-with(@aria-label, '{label}')]")))
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(value)
+    box.send_keys(Keys.CONTROL, Keys.ENTER) if area else box.send_keys(Keys.ENTER)
+    idle(driver)  # the rerun this input starts
+
+
+def click(wait, text: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    button = wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[.//p[text()='{text}']]")))
+    button.click()
+    return button
+
+
+def test_interventions_page_trains_and_shows_generations_side_by_side(app_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver = browser()
+    try:
+        driver.get(app_url + "/Interventions")
+        wait = WebDriverWait(driver, 120)
+        fill(driver, wait, "Epochs", "3")
+        fill(driver, wait, "New tokens", "4")
+        click(wait, "Train")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[text()='Generations side by side']")))
+        shoot(driver, "interventions-trained")
+        loss = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace")
+        assert loss, "no training-loss curve drawn"
+        assert "LoReFT training loss" in driver.page_source
+        kinds = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")]
+        assert kinds.count("LoReFT") == 3 and kinds.count("steering vector") == 3  # three held-out prompts
+        texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stCode'] code")]
+        assert len(texts) == 9 and any(a != b for a, b in zip(texts[0::3], texts[2::3])), texts  # LoReFT changed some
+        assert driver.find_elements(By.XPATH, "//button[.//p[text()='CSV']]")
+    finally:
+        driver.quit()
+
+
+def test_sentiment_page_fits_and_colours_each_token(app_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver = browser()
+    try:
+        driver.get(app_url + "/Sentiment")
+        wait = WebDriverWait(driver, 120)
+        wait.until(ec.element_to_be_clickable((By.XPATH, "//summary[contains(., 'Words')]"))).click()
+        for label, words in (("Positive adjectives", "good great"), ("Negative adjectives", "bad awful"),
+                             ("Positive verbs", "loved"), ("Negative verbs", "hated")):
+            fill(driver, wait, label, words)
+        fill(driver, wait, "Layers", "0, 1")
+        click(wait, "Fit directions")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//button[.//p[text()='Project']]")))
+        fill(driver, wait, "Text", "I thought it was great , I loved it", area=True)
+        click(wait, "Project")
+        spans = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "span[title^='+'], span[title^='-']"))
+        assert [s.text for s in spans] == "I thought it was great , I loved it".split()
+        backgrounds = {s.value_of_css_property("background-color") for s in spans}
+        assert len(backgrounds) > 2  # coloured by value, not one colour
+        shoot(driver, "sentiment-projection")
+        click(wait, "Ablate")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(text(), 'ablated')]")))
+        time.sleep(1)
+        shoot(driver, "sentiment-ablation")
+        assert "Held-out accuracy of each direction" in driver.page_source
+    finally:
+        driver.quit()
+
+
+def test_memorization_page_draws_a_live_run_and_cancels_a_long_one(app_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver = browser()
+    try:
+        driver.get(app_url + "/Memorization")
+        wait = WebDriverWait(driver, 120)
+        fill(driver, wait, "N values", "2, 4")
+        fill(driver, wait, "Steps per N", "20")
+        fill(driver, wait, "Text to recite", "the cat sat on the mat . a dog was in the city , Paris is in France !",
+             area=True)
+        click(wait, "Run")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[starts-with(text(), 'Saved to memorize-app-')]")))
+        time.sleep(1)
+        assert "Recited prefix (tokens)" in driver.page_source
+        points = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer .trace .points path")
+        assert len(points) >= 6, len(points)  # 2 N values x (final loss, first loss, recited prefix)
+        shoot(driver, "memorization-live")
+        fill(driver, wait, "N values", "2, 4, 8, 16, 32, 48, 60")
+        fill(driver, wait, "Steps per N", "2000")
+        click(wait, "Run")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stProgress']")))
+        time.sleep(2)
+        click(wait, "Cancel")
+        warning = wait.until(ec.presence_of_element_located((By.XPATH, "//*[starts-with(text(), 'Cancelled after')]")))
+        assert " of 7 steps" in warning.text
+        shoot(driver, "memorization-cancelled")
     finally:
         driver.quit()

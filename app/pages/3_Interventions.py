@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 from ui import (INTERVENTIONS_DIR, RESULTS_DIR, cached_model, chosen_device, model_sidebar, pick_folder, show_side_by_side,
-                downloads, stepwise, user_errors)
+                chart, downloads, stepwise, user_errors)
 
 from reft import persona_eval_prompts, persona_pairs
 from workbench.interventions import AddVector
@@ -181,9 +181,10 @@ def train_section(hm, name: str) -> None:
         return
     state = job["state"]
     if state.get("losses"):
-        st.plotly_chart(px.line(y=state["losses"], x=range(1, len(state["losses"]) + 1), markers=True,
-                                labels={"x": "epoch", "y": "loss"}, template="plotly_white",
-                                title="LoReFT training loss"), key="train_loss")
+        losses = pd.DataFrame({"epoch": range(1, len(state["losses"]) + 1), "loss": state["losses"]})
+        chart(px.line(losses, x="epoch", y="loss", markers=True, template="plotly_white",
+                      title="LoReFT training loss").update_xaxes(dtick=1), key="train_loss", table=losses,
+              name="loreft-loss")
     if state["rows_out"]:
         st.markdown("**Generations side by side**")
         for i, row in enumerate(state["rows_out"]):

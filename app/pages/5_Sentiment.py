@@ -85,7 +85,7 @@ def fit_section(hm) -> dict:
     scores = job["state"]["scores"]
     test = scores[scores.split == "test"]
     chart(px.line(test, x="layer", y="accuracy", color="method", markers=True, range_y=[0, 1.02],
-                  template="plotly_white", title="Held-out accuracy of each direction as a classifier"),
+                  template="plotly_white", title="Held-out accuracy of each direction as a classifier").update_xaxes(dtick=1),
           key="fit_scores", table=scores, name="sentiment-direction-accuracy")
     return job["state"]["vectors"]
 

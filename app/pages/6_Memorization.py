@@ -36,7 +36,8 @@ def live_figure(rows: list[dict]) -> go.Figure:
     figure.add_scatter(x=df["n_tokens"], y=df["n_tokens"], mode="lines", name="all N tokens", line={"dash": "dash",
                        "color": "gray"}, row=1, col=2)
     figure.update_xaxes(title_text="N (target tokens)", type="log", dtick=0.30103)  # ticks at powers of 2
-    return figure.update_layout(template="plotly_white", height=380, margin={"t": 40})
+    return figure.update_layout(template="plotly_white", height=420, margin={"t": 40},  # legend below: clear of the titles
+                                legend={"orientation": "h", "y": -0.25, "x": 0})
 
 
 def live_section(hm, name: str) -> None:
