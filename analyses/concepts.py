@@ -42,13 +42,20 @@ FACTORS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 @torch.no_grad()
 def text_states(hm: HookedModel, texts: Sequence[str], site: Site | str, batch_size: int = 32
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states (n, T, d) at ``site`` (float32, CPU, zero at padding) and the mask (n, T)."""
+    """Token states (n, T, d) at ``site`` (float32, CPU, zero at padding) and the mask (n, T).
+
+    The mask leaves out each text's first token (unless it is the only one): in many models
+    (SmolLM2 among them) it is an attention sink whose norm dwarfs the others', so it would win
+    every max and dominate every mean, and it is the same template word in both classes.
+    """
     site = Site.parse(site)
     chunks, masks = [], []
     for start in range(0, len(texts), batch_size):
         batch = hm.tokenize(list(texts[start:start + batch_size]))
         chunks.append(hm.cache(batch, [site])[site].float().cpu())  # (b, t, d)
-        masks.append(batch["attention_mask"].bool().cpu())  # (b, t)
+        mask = batch["attention_mask"].bool().cpu()  # (b, t), right-padded: token 0 is the first
+        mask[:, 0] &= mask.sum(1) == 1
+        masks.append(mask)
     T = max(c.shape[1] for c in chunks)
     states = torch.cat([torch.nn.functional.pad(c, (0, 0, 0, T - c.shape[1])) for c in chunks])  # (n, T, d)
     mask = torch.cat([torch.nn.functional.pad(m, (0, T - m.shape[1])) for m in masks])  # (n, T)
