@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from workbench import HookedModel, Site
-from workbench.adapters import _get
 from workbench.sweeps import single_token_id
 
 from .lens import final_norm
@@ -39,7 +38,7 @@ def _check_family(hm: HookedModel) -> None:
 
 
 def _out_projection(hm: HookedModel, layer: int) -> nn.Module:
-    return _get(hm.layout.blocks[layer], hm.layout.adapter.z)
+    return hm.layout.hook_point(Site(layer, "z")).module  # the module whose input is z
 
 
 @torch.no_grad()
@@ -102,11 +101,11 @@ def direct_logit_attribution(hm: HookedModel, prompts: str | Sequence[str], targ
         acts = {s: a[:, 0] for s, a in hm.cache(text, sites, positions=[-1]).items()}  # (1, W) each
         logits = hm.forward(text, use_cache=False).logits[0, -1]  # (V,) as the model computes it
         logit_diff = float(logits[target_id] - logits[foil_id])
-        scale, centered, bias = _frozen_norm(norm, acts[Site(n - 1, "resid_post")])
         direction = (head.weight[target_id] - head.weight[foil_id]).float()  # (d,)
+        scale, centered, bias = _frozen_norm(norm, acts[Site(n - 1, "resid_post")].to(direction.device))
 
         def along(vectors: torch.Tensor) -> torch.Tensor:  # (1, ..., d) -> (...,)
-            v = vectors.float()
+            v = vectors.float().to(direction.device)  # a dispatched model's layers may sit elsewhere
             if centered:
                 v = v - v.mean(-1, keepdim=True)
             s = scale.reshape(1, *([1] * (v.dim() - 2)), -1)
