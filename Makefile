@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo app test test-fast model clean peers bench bench-quick
+.PHONY: setup demo app test test-fast model docs clean peers bench bench-quick
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ bench: model peers
 # The quick subset (about 5 minutes) -> benchmarks/results/<date>-quick.json|md.
 bench-quick: model peers
 	$(PY) benchmarks/run_all.py --quick --threads $(BENCH_THREADS)
+
+# The docs site (API reference from the docstrings), strict: any warning fails the build.
+docs: setup
+	$(PY) -m pip install -q -e ".[docs]"
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
