@@ -126,8 +126,6 @@ def compare_with_patching(hm: HookedModel, base: str, source: str, metric: Metri
 
     >>> table, rho = compare_with_patching(hm, base, source, target=" France", foil=" Italy")  # doctest: +SKIP
     """
-    from scipy.stats import spearmanr
-
     metric = resolve_metric(hm, metric, target, foil)
     positions, head_table = attribution_patching(hm, base, source, metric, components=components,
                                                  layers=layers, heads=heads)
@@ -146,12 +144,17 @@ def compare_with_patching(hm: HookedModel, base: str, source: str, metric: Metri
     table = pd.concat(parts, ignore_index=True)
     correlations = {}
     for component, group in table.groupby("component", sort=False):
-        correlations[component] = _spearman(spearmanr, group)
-    correlations["all"] = _spearman(spearmanr, table)
+        correlations[component] = spearman(group["attribution"], group["patching"])
+    correlations["all"] = spearman(table["attribution"], table["patching"])
     return table, correlations
 
 
-def _spearman(spearmanr, group: pd.DataFrame) -> float:
-    if group["attribution"].nunique() < 2 or group["patching"].nunique() < 2:
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman's rank correlation: Pearson's on the ranks (ties share their mean rank).
+
+    >>> spearman(pd.Series([1.0, 2.0, 3.0]), pd.Series([10.0, 30.0, 20.0]))
+    0.5
+    """
+    if a.nunique() < 2 or b.nunique() < 2:
         return float("nan")  # a constant column has no ranking (e.g. every cell zero)
-    return float(spearmanr(group["attribution"], group["patching"]).statistic)
+    return float(a.rank().corr(b.rank()))
