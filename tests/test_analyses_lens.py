@@ -83,3 +83,15 @@ def test_dla_head_term_matches_an_ablation_of_that_head_with_the_scale_frozen(on
 def test_unsupported_inputs_get_clear_errors(family, call):
     with pytest.raises(ValueError, match=r"use|give"):
         call(tiny_model(family))
+
+
+def test_lens_and_dla_in_bfloat16(one_thread):
+    hm = tiny_model("llama")
+    hm.model.to(torch.bfloat16)
+    last = Site(hm.n_layers - 1, "resid_post")
+    states = hm.cache(TEXT, [last])[last]
+    assert states.dtype == torch.bfloat16
+    assert torch.equal(decode(hm, states), hm.forward(TEXT, use_cache=False).logits)
+    df = direct_logit_attribution(hm, TEXT, target="dog", foil="cat")
+    # the terms are summed in float32 from bf16 states; the model's logits are rounded to bf16
+    assert df["dla"].sum() == pytest.approx(df["logit_diff"].iloc[0], abs=0.01)  # the difference is ~0.2
