@@ -6,7 +6,8 @@
 #   bash benchmarks/setup_peers.sh            # all peers
 #   bash benchmarks/setup_peers.sh pyreft     # one of: pyreft tl nnsight
 #
-# Recipes follow ../shared/peers/README.md; the traps they avoid are noted inline.
+# Recipes follow ../shared/peers/README.md; the traps they avoid are noted inline. pip runs with
+# -qq: the machine's extra local indexes print a warning per package otherwise.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +19,7 @@ mkdir -p "$PEERS"
 fresh_venv() {  # $1 = name; a venv without a .ready stamp may be half-installed: start over
     rm -rf "$PEERS/$1"
     "$PYTHON" -m venv "$PEERS/$1"
-    "$PEERS/$1/bin/python" -m pip install -q --upgrade pip
+    "$PEERS/$1/bin/python" -m pip install -qq --upgrade pip
 }
 
 stamp() {  # $1 = name, $2 = python; the stamp records what was installed
@@ -30,13 +31,13 @@ setup_pyreft() {
     local P="$PEERS/pyreft/bin/python"
     fresh_venv pyreft
     # Torch first, pinned: pyreft's own requirements would pull torch 2.14 with CUDA wheels.
-    "$P" -m pip install -q "$TORCH_PIN"
+    "$P" -m pip install -qq "$TORCH_PIN"
     printf "torch==2.13.0\ntorchvision==0.28.0\nhuggingface-hub<1.0\n" > "$PEERS/constraints.txt"
     # transformers 4.45.1: pyreft 0.1.0's ReftTrainer crashes on >= 4.46 (num_items_in_batch).
-    "$P" -m pip install -q -c "$PEERS/constraints.txt" pyvene==0.1.8 transformers==4.45.1 datasets accelerate
+    "$P" -m pip install -qq -c "$PEERS/constraints.txt" pyvene==0.1.8 transformers==4.45.1 datasets accelerate
     # --no-deps: with torch pinned, resolving pyreft's requirements backtracks for many minutes.
-    "$P" -m pip download -q --no-deps pyreft==0.1.0 -d "$PEERS/dl"
-    "$P" -m pip install -q --no-deps "$PEERS/dl/pyreft-0.1.0-py3-none-any.whl"
+    "$P" -m pip download -qq --no-deps pyreft==0.1.0 -d "$PEERS/dl"
+    "$P" -m pip install -qq --no-deps "$PEERS/dl/pyreft-0.1.0-py3-none-any.whl"
     "$P" -c "import pyreft, pyvene; print('pyreft', pyreft.__file__)"
     stamp pyreft "$P"
 }
@@ -44,11 +45,11 @@ setup_pyreft() {
 setup_tl() {
     local P="$PEERS/tl/bin/python"
     fresh_venv tl
-    "$P" -m pip install -q "$TORCH_PIN"
+    "$P" -m pip install -qq "$TORCH_PIN"
     # Constrain only torch: pinning more (transformers, numpy) makes the resolver backtrack
     # for many minutes. >=4.3 is the first release with TransformerBridge (_tl_sweep.py uses it).
     printf "torch==2.13.0\n" > "$PEERS/tl-constraints.txt"
-    "$P" -m pip install -q -c "$PEERS/tl-constraints.txt" "transformer-lens>=4.3"
+    "$P" -m pip install -qq -c "$PEERS/tl-constraints.txt" "transformer-lens>=4.3"
     "$P" -c "from transformer_lens.model_bridge import TransformerBridge; from transformer_lens.patching import get_act_patch_resid_pre; print('TransformerBridge ok')"
     stamp tl "$P"
 }
@@ -58,7 +59,7 @@ setup_nnsight() {
     # sweep benchmark runs it in-process); the stamp only records that it imports.
     local P="$ROOT/.venv/bin/python"
     if ! "$P" -c "import nnsight" 2>/dev/null; then
-        "$P" -m pip install -q "nnsight>=0.8"
+        "$P" -m pip install -qq "nnsight>=0.8"
     fi
     "$P" -c "import nnsight; print('nnsight', nnsight.__version__)"
     mkdir -p "$PEERS/nnsight"
