@@ -49,6 +49,18 @@ def open_page(name: str) -> AppTest:
     return at
 
 
+def typed(value):
+    """A figure JSON value as a list: plotly writes numpy arrays as base64 ``{dtype, bdata, shape}``."""
+    import base64
+
+    import numpy as np
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return array.reshape([int(n) for n in str(shape).split(",")] if shape else -1).tolist()
+    return value
+
+
 def block_output(hm, layer: int, text: str) -> torch.Tensor:
     """resid_post of ``layer`` from Hugging Face's own hidden states (T, d), no workbench hooks."""
     ids = hm.tokenizer(text, return_tensors="pt")
@@ -236,3 +248,35 @@ def test_model_box_offers_only_prepared_and_allowed_folders(app_env, tiny_folder
     at = open_page("1_Prompt.py")
     at.sidebar.text_input(key="model_typed").input(str(tmp_path / "no-such-model")).run()
     assert "Could not load" in at.sidebar.error[0].value
+
+
+# ---- Logit lens / attribution ------------------------------------------------------------------
+def test_lens_page_last_layer_is_the_models_own_prediction(app_env, tiny_folder):
+    at = open_page("8_Lens_Attribution.py")
+    at.text_input(key="lens_text").input("the cat sat on the")
+    at.text_input(key="lens_target").input("mat")
+    at.button(key="lens_run").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    table = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "Logit lens" in json.dumps(table["layout"]["title"])
+    hm = load_model(str(tiny_folder))
+    with torch.no_grad():
+        logits = hm.model(**hm.tokenizer("the cat sat on the", return_tensors="pt")).logits[0]  # (T, V)
+    own = [hm.tokenizer.decode([i]) for i in logits.argmax(-1).tolist()]
+    last_row = typed(table["data"][0]["text"])[-1]  # the last site's top token at each position
+    assert [eval(t) for t in last_row] == own  # repr'd tokens, as the figure prints them
+    mat = logits.softmax(-1)[:, hm.tokenizer.convert_tokens_to_ids("mat")]
+    assert typed(table["data"][0]["z"])[-1] == pytest.approx(mat.tolist(), abs=1e-5)
+
+
+def test_attribution_page_draws_the_estimate(app_env):
+    at = open_page("8_Lens_Attribution.py")
+    at.text_input(key="attr_base").input("Paris is in the country of")
+    at.text_input(key="attr_source").input("Rome is in the city of")
+    at.text_input(key="attr_target").input("France")
+    at.text_input(key="attr_foil").input("Italy")
+    at.button(key="attr_run").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert "Attribution patching" in at.get("plotly_chart")[0].proto.spec
+    heads = at.dataframe[-1].value
+    assert set(heads["layer"]) == {0, 1, 2} and set(heads["head"]) == {0, 1, 2, 3}
