@@ -56,7 +56,7 @@ def run_study(name: str, args: argparse.Namespace, out: Path, models: dict) -> N
             run_decoder_study(replace(base, steps=4, train=32, eval=40, layers=_layers(model(), 3)), folder,
                               seeds=(0,), steps=8, ablation=False)
         else:
-            run_decoder_study(replace(base, layers=_layers(model(), 3)), folder, seeds=(0, 1, 2), steps=256)
+            run_decoder_study(replace(base, layers=_layers(model(), 3), eval=300), folder, seeds=(0, 1, 2), steps=128)
     elif name == "memorization":
         study = MemorizationStudy()
         if args.quick:
@@ -75,10 +75,10 @@ def run_study(name: str, args: argparse.Namespace, out: Path, models: dict) -> N
         run_sentiment_study(model(), SENTIMENT_QUICK if args.quick else SENTIMENT_FULL, folder)
 
 
-def _layers(hm, count: int) -> tuple[int, ...]:
-    """``count`` evenly spaced layers (8, 16, 24 on SmolLM2's 30; the earlier setting)."""
+def _layers(hm, count: int = 3) -> tuple[int, ...]:
+    """Layers at 4/15, 8/15 and 12/15 of the depth: 8, 16, 24 on SmolLM2's 30 (the earlier setting)."""
     n = hm.n_layers
-    return tuple(sorted({max(0, min(n - 1, round(n * (i + 1) / (count + 1)) - 2)) for i in range(count)}))
+    return tuple(sorted({min(n - 1, int(n * 4 * (i + 1) / 15)) for i in range(count)}))
 
 
 def _done(folder: Path, quick: bool) -> bool:
