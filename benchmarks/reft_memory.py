@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="random model, workbench and pyreft only (no hand-written hook), 2 processes each")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    parser.add_argument("--reps", type=int, default=None, help="processes per method (default 3; 2 with --quick)")
+    parser.add_argument("--reps", type=int, default=None, help="processes per method (default 2)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes at a time (memory is per process)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per process")
     parser.add_argument("--batch", type=int, default=8)
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("threads", "jobs", "steps", "batch", "seq"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: must be >= 1")
-    reps = args.reps or (2 if args.quick else 3)
+    if args.reps is not None and args.reps < 1:
+        parser.error(f"--reps {args.reps}: must be >= 1 (processes per method)")
+    reps = args.reps or 2  # peaks vary by a few MiB between processes; timings need more samples
     models = (args.models or ("random" if args.quick else "random,smollm2")).split(",")
     unknown = [m for m in models if m not in MODELS]
     if unknown:

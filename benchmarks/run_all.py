@@ -13,6 +13,7 @@ and runtime) and ``<date>.md`` (one table: work | ours | baseline | ratio | goal
     .venv/bin/python benchmarks/run_all.py                   # `make bench`
     .venv/bin/python benchmarks/run_all.py --quick           # `make bench-quick` (~5 min)
     .venv/bin/python benchmarks/run_all.py --only reft_memory,das --threads 2
+    .venv/bin/python benchmarks/run_all.py --only das --update   # redo one script in today's table
 """
 
 from __future__ import annotations
@@ -157,6 +158,19 @@ def run_one(bench: Bench, *, quick: bool, threads: int, python: str, log_dir: Pa
     return {**payload, **result}
 
 
+def keep_earlier(results: list[dict], earlier: dict, order: list[str]) -> list[dict]:
+    """``results`` plus the scripts of an ``earlier`` document that this run did not redo, in ``order``.
+
+    >>> [r["name"] for r in keep_earlier([{"name": "b", "new": 1}], {"benchmarks": [{"name": "a"}, {"name": "b"}]},
+    ...                                  ["a", "b"])]
+    ['a', 'b']
+    """
+    redone = {r["name"] for r in results}
+    kept = [r for r in earlier.get("benchmarks", []) if r["name"] not in redone] + results
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(kept, key=lambda r: rank.get(r["name"], len(rank)))
+
+
 def merge(results: list[dict], *, threads: int, quick: bool, command: str, info: dict | None = None) -> dict:
     """One document: machine, settings, every script's result, and all rows tagged with their script."""
     rows = [{"benchmark": r["name"], **row} for r in results for row in r["rows"]]
@@ -241,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per script before it counts as failed (default 300 quick, 2400 full)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other scripts' results already in today's file (rerun a few with --only)")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
     args = parser.parse_args(argv)
@@ -255,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     command = "benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not benches:
         parser.error("no benchmark left to run: check --only/--skip")
+    earlier = {}
+    existing = Path(args.out_dir) / f"{stem}.json"
+    if args.update and existing.exists():
+        earlier = json.loads(existing.read_text())
+        if earlier.get("threads") != args.threads:
+            parser.error(f"--update: {existing} was run with --threads {earlier.get('threads')}, not "
+                         f"{args.threads}; rerun with that thread count or without --update")
     results = []
     for i, bench in enumerate(benches, 1):
         print(f"[{i}/{len(benches)}] {bench.script} ...", flush=True)
@@ -265,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         results.append(result)
         # Rewritten after every script, so an interrupted run keeps what finished.
-        paths = write_results(merge(results, threads=args.threads, quick=args.quick, command=command),
+        everything = keep_earlier(results, earlier, [b.name for b in BENCHES])
+        paths = write_results(merge(everything, threads=args.threads, quick=args.quick, command=command),
                               Path(args.out_dir), stem)
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
