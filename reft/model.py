@@ -153,9 +153,9 @@ class ReftModel(nn.Module):
             else:  # pragma: no cover
                 logits = self.hm.forward(batch, use_cache=False).logits[keep]
         if num_items_in_batch is None:
-            loss = cross_entropy(logits.float(), targets)  # logits (N, V)
+            loss = cross_entropy(logits.float(), targets.to(logits.device))  # logits (N, V): the head's device
         else:
-            loss = cross_entropy(logits.float(), targets, reduction="sum") / num_items_in_batch
+            loss = cross_entropy(logits.float(), targets.to(logits.device), reduction="sum") / num_items_in_batch
         return ReftOutput(loss=loss, logits=logits)
 
     # ---- conveniences (defined in their own modules) ------------------------------------
