@@ -179,6 +179,38 @@ def check_sweep(hm, tol: float) -> dict:
             "tolerance": tol}
 
 
+def check_device_map(hm, batch, tol: float) -> dict:
+    """The model dispatched by accelerate over two devices (lower half of the layers on ``hm``'s
+    device, the rest and the head on the CPU; with one GPU that is cuda:0 + cpu): each ReFT
+    intervention lives on its own site's device, logits match the one-device model and a training
+    step sends each gradient to its intervention's device."""
+    import copy
+
+    from accelerate import dispatch_model
+    from reft.saving import trainable_state
+
+    n = hm.n_layers
+    home = hm.device.index if hm.device.type == "cuda" else str(hm.device)
+    device_map = {"model.embed_tokens": home, "model.rotary_emb": home, "model.norm": "cpu", "lm_head": "cpu"}
+    device_map.update({f"model.layers.{i}": home if i < n // 2 else "cpu" for i in range(n)})
+    split = type(hm)(dispatch_model(copy.deepcopy(hm.model), device_map=device_map), hm.tokenizer, name=hm.name)
+    layers = (0, n - 1)
+    one, two = _reft(hm, layers), _reft(split, layers)
+    with torch.no_grad():
+        for key, value in trainable_state(one).items():
+            trainable_state(two)[key].copy_(value)
+    where = {str(layer): {p.device.type for p in two.intervention_at(layer).parameters()} for layer in layers}
+    placed = where[str(layers[0])] == {hm.device.type} and where[str(layers[1])] == {"cpu"}
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        a, b = one(**inputs).logits, two(**inputs).logits
+    two(**batch).loss.backward()
+    grads = all(p.grad is not None and p.grad.device == p.device for p in two.parameters() if p.requires_grad)
+    diff = _maxdiff(a, b.to(a.device))
+    return {"passed": placed and grads and diff <= tol, "intervention_devices": {k: sorted(v) for k, v in where.items()},
+            "gradients_on_their_devices": grads, "max_abs_diff": diff, "tolerance": tol}
+
+
 def run_checks(dtype: torch.dtype, device: torch.device, tiny: bool, steps: int) -> dict:
     """All checks on one random Llama in ``dtype``; returns {check: result}."""
     from workbench import HookedModel
@@ -196,6 +228,7 @@ def run_checks(dtype: torch.dtype, device: torch.device, tiny: bool, steps: int)
     out["save_load"] = check_save_load(hm, trained, batch)
     out["generation"] = check_generation(hm, trained, 6 if tiny else 12, 5e-2 if half else 1e-4)
     out["sweep_vs_cells"] = check_sweep(hm, 5e-2 if half else 1e-4)
+    out["device_map"] = check_device_map(hm, batch, 2e-2 if half else 1e-5)
     return out
 
 
