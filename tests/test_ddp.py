@@ -223,6 +223,8 @@ def test_interventions_follow_a_dispatched_model_and_a_wrong_device_fails():
     logits = reft(torch.tensor([[3, 4, 5, 6]])).logits
     assert logits.device.type == "meta"
     assert seen == [("cpu", "cpu"), ("meta", "meta")]  # L0 on the CPU, L2 on meta
+    # the loss is taken where the head is (labels on the input's device, as on a GPU dispatch)
+    assert reft(torch.tensor([[3, 4, 5, 6]]), labels=torch.tensor([[-100, -100, 5, 6]])).loss.device.type == "meta"
     assert {p.device.type for p in reft.intervention_at(2).parameters()} == {"meta"}
     with pytest.raises(RuntimeError, match="meta"):  # a cpu state into the meta intervention: loud
         reft.intervention_at(2)(torch.zeros(1, 2, 32))
