@@ -239,3 +239,23 @@ def test_memorization_page_draws_a_live_run_and_cancels_a_long_one(app_url):
         shoot(driver, "memorization-cancelled")
     finally:
         driver.quit()
+
+
+def test_lens_page_draws_the_lens_heatmap(app_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver = browser()
+    try:
+        driver.get(app_url + "/Lens_Attribution")
+        wait = WebDriverWait(driver, 120)
+        fill(driver, wait, "Text", "the cat sat on the")
+        fill(driver, wait, "Target token", "mat")
+        click(wait, "Decode")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".js-plotly-plot .heatmaplayer, .js-plotly-plot g.hm")))
+        shoot(driver, "lens")
+        labels = [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .ytick text")]
+        assert labels == ["L0.resid_post", "L1.resid_post", "L2.resid_post"], labels  # one row per layer
+        assert "Logit lens: target_prob of 'mat'" in driver.page_source
+    finally:
+        driver.quit()
