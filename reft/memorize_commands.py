@@ -3,6 +3,7 @@
     workbench memorize --text alice --tokens 64 --layer 15 --rank 1 --out runs/mem-64
     workbench memorize-sweep --text alice --tokens 16,32,64,128 --layers 5,15,25 \\
         --variants natural,shuffled,random --max-steps 300 --out runs/mem-sweep
+    workbench memorize-batch --text alice --tokens 32,64 --seeds 0,1 --layer 15 --out runs/mem-batch
 
 ``--text`` is a registry text (``alice``, alias of ``alice29``: the Canterbury alice29.txt from the
 brotli sdist on PyPI; ``alice-pg11``: Gutenberg #11), fetched once with ``workbench data fetch
@@ -108,6 +109,38 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_batch(args: argparse.Namespace) -> int:
+    """Every (N, seed) pair at one layer trained together: one batched forward, one edit per row."""
+    import pandas as pd
+
+    from workbench.runs import save_run
+
+    from .memorize import memorize_batched
+    from workbench.data.texts import resolve_text_path
+
+    started = time.time()
+    resolve_text_path(args.text)  # before the model: a missing dataset fails at once with the fetch command
+    configs = [_base_config(args, n_tokens=n, layer=args.layer, rank=args.rank, kind=args.kind,
+                            variant=args.variant, seed=seed) for n in args.tokens for seed in args.seeds]
+    hm = _setup(args)
+    rows = memorize_batched(hm, args.text, configs, progress=not args.quiet)
+    df = pd.DataFrame(rows)
+    out = Path(args.out or f"runs/memorize-batch-{datetime.now():%Y%m%d-%H%M%S}")
+    record = {"command": "memorize-batch", **{k: v for k, v in vars(args).items() if k != "func"},
+              "model_name": hm.name, "seconds_total": round(time.time() - started, 1)}
+    run_steps = int(df["steps"].sum())
+    loop = float(df["batch_seconds"].iloc[0])
+    summary = {"model": hm.name, "runs": len(rows), "exact": int(df["exact"].sum()), "run_steps": run_steps,
+               "batch_seconds": loop, "run_steps_per_second": round(run_steps / max(loop, 1e-9), 2)}
+    paths = save_run(out, df, record, summary=summary)
+    cols = ["n_tokens", "seed", "exact", "exact_prefix", "steps", "loss_final"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{len(rows)} runs batched at layer {args.layer}: {run_steps} run-steps in {loop:.1f} s "
+          f"({summary['run_steps_per_second']} run-steps/s)")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", default="alice",
                         help="'alice' (= alice29, `workbench data fetch alice29`), 'alice-pg11', or a text file path")
@@ -156,4 +189,15 @@ def register(sub) -> None:
                                        "(default: torchrun's RANK/WORLD_SIZE, else the whole sweep)")
     _training_args(sweep)
     sweep.set_defaults(func=run_sweep)
+
+    batch = sub.add_parser("memorize-batch", help="K independent memorization runs (N x seed) in one batched forward")
+    batch.add_argument("--tokens", type=_ints, default=[16, 32], help="N values, e.g. 16,32")
+    batch.add_argument("--seeds", type=_ints, default=[0, 1], help="seeds, e.g. 0,1,2")
+    batch.add_argument("--layer", type=at_least(0), default=15)
+    batch.add_argument("--rank", type=at_least(1), default=1)
+    batch.add_argument("--kind", default="consreft", choices=["consreft", "loreft", "direft"])
+    batch.add_argument("--variant", default="natural", choices=["natural", "shuffled", "random"])
+    batch.add_argument("--out", help="output folder (default runs/memorize-batch-<time>)")
+    _training_args(batch)
+    batch.set_defaults(func=run_batch)
 

@@ -73,3 +73,25 @@ def test_row_groups_and_stacking_check_their_inputs():
         stack_tasks([one, other])
     with pytest.raises(ValueError, match="share one layer"):
         memorize_batched(hm, TEXT, [MemorizeConfig(layer=0), MemorizeConfig(layer=1)], progress=False)
+
+
+def test_cli_memorize_batch(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pandas as pd
+
+    from conftest import tiny_model
+    from workbench import cli
+
+    monkeypatch.setattr("workbench.models.load_model", lambda *a, **k: tiny_model("llama"))
+    text = tmp_path / "story.txt"
+    text.write_text("the movie was good and the plot was bad " * 20)
+    code = cli.main(["memorize-batch", "--text", str(text), "--key", "the movie {i}", "--tokens", "2,3",
+                     "--seeds", "0,1", "--layer", "1", "--max-steps", "2", "--quiet", "--out", str(tmp_path / "b")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 runs batched at layer 1" in out
+    table = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert sorted(zip(table["n_tokens"], table["seed"])) == [(2, 0), (2, 1), (3, 0), (3, 1)]
+    assert set(table["batched_runs"]) == {4}
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["runs"] == 4
