@@ -5,6 +5,11 @@ cells that patch position p share the base's keys and values for tokens 0..p-1: 
 (a KV cache of the p-token prefix, repeated over the batch), then run only tokens p..T-1. With
 the LM head applied to the last token alone, a sweep does about half the arithmetic of one full
 forward per cell, on top of batching many cells per forward.
+
+Since layer stepping (`workbench.layer_steps`, which also skips the layers below each cell) this
+is the fallback for causal families it does not serve: GPT-NeoX, Gemma2/Gemma3 (soft-capped
+logits, per-layer rotary tables), and attention implementations other than eager/SDPA;
+``patch_sweep(..., path="prefix")`` asks for it by name.
 """
 
 from __future__ import annotations
