@@ -1,7 +1,9 @@
 """Patching sweeps: layer x position and layer x head grids, many patched runs per forward.
 
-Every cell is one patched copy of the base prompt; cells are stacked along the batch so that a
-sweep costs a few forwards, not one per cell. The source run is cached once.
+Every cell is one patched run of the base prompt; many cells share each forward, so a sweep costs
+a few forwards, not one per cell. The source run is cached once. Where layer stepping serves the
+model (`workbench.layer_steps`), a cell at (layer L, position p) runs only blocks >= L on tokens
+>= p, from the base run's cached states.
 
 >>> df = patch_sweep(hm, "Paris is in the country of", "Rome is in the country of",
 ...                  target=" France", foil=" Italy")                      # doctest: +SKIP
