@@ -108,7 +108,7 @@ def main(mode: str, out: Path) -> None:
     elif mode == "slow":  # a checkpoint every step and a pause after each: the test kills it mid-run
         reft = reft_model()
         pause = lambda _model: time.sleep(0.4) or {}  # noqa: E731  an evaluation that adds nothing
-        train(reft, reft_rows(reft), reft_config(epochs=6, output_dir=str(out / "killed"), save_every=1,
+        train(reft, reft_rows(reft), reft_config(epochs=5, output_dir=str(out / "killed"), save_every=1,
                                                  eval_every=1), eval_fn=pause)
     else:
         raise SystemExit(f"unknown mode {mode!r}: train or slow")
