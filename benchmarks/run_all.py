@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -133,13 +134,16 @@ def run_one(bench: Bench, *, quick: bool, threads: int, python: str, log_dir: Pa
     cmd = [python, str(script), "--json", str(json_path), "--threads", str(threads)] + (["--quick"] if quick else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
+    # Its own session, so a timeout also ends the peer workers the script started.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        output, code = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as err:
-        def text(x):
-            return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
-        output, code = text(err.stdout) + text(err.stderr), None
+        output, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        code = None
     result.update(seconds=round(time.perf_counter() - start, 1), returncode=code, command=cmd)
     Path(result["log"]).write_text(output)
     if code is None:
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated benchmark names to run")
     parser.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per script before it counts as failed (default 300 quick, 2400 full)")
+                        help="seconds per script before it counts as failed (default 900 quick, 2400 full)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other scripts' results already in today's file (rerun a few with --only)")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"{day}-quick" if args.quick else day
     log_dir = ROOT / "runs" / f"bench-{stem}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    timeout = args.timeout or (300.0 if args.quick else 2400.0)
+    timeout = args.timeout or (900.0 if args.quick else 2400.0)
     command = "benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not benches:
         parser.error("no benchmark left to run: check --only/--skip")

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,18 @@ def test_contract_breaches_become_failed_rows(run_all, tmp_path):
     assert run_all.render_markdown(doc).count("FAILED") == 6  # 3 rows + 3 per-script lines
 
 
-def test_timeout_is_a_failed_row(run_all, tmp_path):
-    doc = _suite(run_all, tmp_path, {"slow": "import time; time.sleep(30)\n"}, timeout=0.5)
-    assert doc["rows"][0]["failed"] == "timed out after 0 s"
+def test_timeout_is_a_failed_row_and_ends_the_scripts_workers(run_all, tmp_path):
+    # The script starts a "peer worker" of its own, as sweep_vs_peers.py does, then hangs.
+    pid_file = tmp_path / "worker.pid"
+    slow = (f"import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)\n")
+    doc = _suite(run_all, tmp_path, {"slow": slow}, timeout=1.5)
+    assert doc["rows"][0]["failed"] == "timed out after 2 s"
     assert doc["benchmarks"][0]["returncode"] is None
+    worker = int(pid_file.read_text())
+    time.sleep(0.2)
+    status = Path(f"/proc/{worker}/status")
+    assert not status.exists() or "zombie" in status.read_text(), "the script's worker outlived the timeout"
 
 
 def test_selection_rejects_unknown_names(run_all):
