@@ -41,13 +41,14 @@ peers: setup
 	PYTHON=$(PYTHON) bash benchmarks/setup_peers.sh || echo "some peers failed to install: their baselines will read 'not measured'"
 
 BENCH_THREADS ?= 1
+BENCH_ARGS ?=
 # Every benchmark, one after another -> benchmarks/results/<date>.json and <date>.md (ratio table).
 bench: model peers
-	$(PY) benchmarks/run_all.py --threads $(BENCH_THREADS)
+	$(PY) benchmarks/run_all.py --threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 # The quick subset (about 5 minutes) -> benchmarks/results/<date>-quick.json|md.
 bench-quick: model peers
-	$(PY) benchmarks/run_all.py --quick --threads $(BENCH_THREADS)
+	$(PY) benchmarks/run_all.py --quick --threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 # The docs site (API reference from the docstrings), strict: any warning fails the build.
 docs: setup
