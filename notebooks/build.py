@@ -72,8 +72,9 @@ before.merge(after, on="rank", suffixes=("_base", "_patched"))[["rank", "token_b
 
 data = city_dataset()
 attributes = ("Country", "Continent")
+# (fewer entities leave too few test queries that the model answers)
 sizes = {"train": 16, "val": 8, "test": 16} if SMALL else {"train": 64, "val": 16, "test": 32}
-entities = {"train": 30, "val": 15, "test": 20} if SMALL  # fewer: too few test queries the model answers else {"train": 80, "val": 30, "test": 40}
+entities = {"train": 30, "val": 15, "test": 20} if SMALL else {"train": 80, "val": 30, "test": 40}
 setup = prepare_ravel(hm, data, attributes, sizes, entities, max_templates=2, seed=0, batch_size=16)
 setup.summary''',
         md("## Compare methods at one site\n\nPCA and mean-difference bases are fit without the counterfactuals; "
