@@ -1,6 +1,7 @@
 """The tutorial notebooks: committed without outputs, equal to what notebooks/build.py writes, and
 each executed end to end (nbclient) on the default model with the small settings."""
 
+import ast
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def test_committed_notebook_has_no_outputs_and_matches_the_generator(name, tmp_p
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs committed; run notebooks/build.py"
+            ast.parse(cell.source)  # a syntax error shows here, without the slow run
     sys.path.insert(0, str(NOTEBOOKS))
     try:
         import build
