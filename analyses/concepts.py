@@ -36,7 +36,7 @@ from workbench import AddVector, HookedModel, PlanItem, Site
 from .concept_data import steering_prompts
 
 METHODS = ("diffmean", "probe", "pca", "reft_r1")
-FACTORS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+FACTORS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # SmolLM2 peaks near 0.25: finer below 1
 
 
 @torch.no_grad()
