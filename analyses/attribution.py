@@ -20,7 +20,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from workbench import HookedModel, Site
+from workbench import Collect, HookedModel, PlanItem, Site
 from workbench.metrics import Metric, logit_difference
 from workbench.sweeps import head_sweep, patch_sweep, single_token_id
 
@@ -81,9 +81,11 @@ def attribution_patching(hm: HookedModel, base: str, source: str, metric: Metric
     base_batch, source_batch = tokenize_pair(hm, base, source)
     sites = [Site(l, c) for c in components for l in layers] + ([Site(l, "z") for l in layers] if heads else [])
     states, grads, clean = states_and_grads(hm, base_batch, sites, metric)
-    sources = hm.cache(source_batch, sites)  # (1, T, W) each, one source forward
-    with torch.no_grad():
+    # one source forward reads every site's state and the source's metric value
+    collectors = {site: Collect() for site in sites}
+    with torch.no_grad(), hm.intervene([PlanItem(site, "all", c) for site, c in collectors.items()]):
         patched = float(metric(hm.forward(source_batch, use_cache=False).logits, source_batch)[0])
+    sources = {site: c.values[0] for site, c in collectors.items()}  # (1, T, W) each
     clean_value = float(clean[0])
     scale = patched - clean_value
 
