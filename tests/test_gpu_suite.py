@@ -47,7 +47,7 @@ def test_gpu_suite_dry_run(tmp_path):
     assert correctness["all_passed"] and not correctness["failed"]
     for dtype in ("fp32", "bf16"):
         checks = {k: v for k, v in correctness["checks"][dtype].items() if k != "model"}
-        assert len(checks) == 8
+        assert len(checks) == 9 and "device_map" in checks
         assert all(c["passed"] is True for c in checks.values()), (dtype, checks)
     assert correctness["checks"]["fp32"]["patch_vs_hook"]["bit_exact"] is True
     timings = list(_positive_numbers(sections))
