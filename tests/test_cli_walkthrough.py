@@ -40,6 +40,7 @@ EXTRA = {
     "reft generate": ["--max-new-tokens", "2"],
     "memorize": ["--text", "alice-pg11", "--tokens", "4", "--layer", "1", "--max-steps", "2", "--quiet"],
     "memorize-sweep": ["--text", "alice-pg11", "--tokens", "2,4", "--layers", "0,1", "--max-steps", "2", "--quiet"],
+    "memorize-batch": ["--text", "alice-pg11", "--tokens", "2,4", "--layer", "1", "--max-steps", "2", "--quiet"],
     "das": ["--examples", "24", "8", "8", "--entities", "30", "10", "10", "--epochs", "1", "--k", "4", "--threads", "1"],
     # the encoder study needs a BERT and RAVEL a model that answers: test_reproduce.py covers them
     "reproduce": ["--quick", "--only", "decoder_sst2,memorization,sentiment"],
@@ -60,6 +61,7 @@ PROMISED = {
     "reft train": ["runs/reft-persona/config.json", "runs/reft-persona/interventions.safetensors"],
     "memorize": ["runs/mem-64/config.json", "runs/mem-64/intervention.safetensors"],
     "memorize-sweep": ["runs/mem-sweep/results.csv"],
+    "memorize-batch": ["runs/mem-batch/results.csv"],
     "das": ["runs/das-country/intervention.safetensors", "runs/das-country/history.csv",
             "runs/das-country/data_report.csv", "runs/das-country/config.json"],
     "ravel": ["runs/ravel/results.parquet", "runs/ravel/figure.html", "runs/ravel/kept.csv", "runs/ravel/config.json"],
@@ -73,6 +75,7 @@ SUMMARY_KEYS = {
     "reft train": ("runs/reft-persona", ["loss_first", "loss_final", "steps"]),
     "memorize": ("runs/mem-64", ["exact", "exact_prefix", "loss_final"]),
     "memorize-sweep": ("runs/mem-sweep", ["capacity", "runs"]),
+    "memorize-batch": ("runs/mem-batch", ["runs", "run_steps_per_second"]),
     "das": ("runs/das-country", ["val_iia", "test_iia"]),
     "ravel": ("runs/ravel", ["scores", "kept"]),
     "neuron score": ("runs/neuron-score", []),
