@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         task = _lm_task(args)
         config = SearchConfig(n_train=args.train, n_test=args.test, oversample=args.oversample, seed=args.seed,
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mask_lr=args.mask_lr,
-                              sparsity=args.sparsity)
+                              sparsity=args.sparsity, require_correct=not args.keep_wrong)
         hm = load_from_args(args)
         layers = args.layers if args.layers is not None else list(range(0, hm.n_layers, max(1, hm.n_layers // 6)))
         positions = args.positions or [task.positions[-1]]
@@ -118,6 +118,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=at_least(1), default=16)
     p.add_argument("--lr", type=positive, default=1e-2, help="DAS learning rate")
     p.add_argument("--mask-lr", type=positive, default=1e-1, help="DBM learning rate")
+    p.add_argument("--keep-wrong", action="store_true",
+                   help="keep examples the model answers wrong (default: drop them; for untrained test models)")
     p.add_argument("--objects", type=at_least(2), default=100, help="hierarchical_equality: objects")
     p.add_argument("--hidden", type=at_least(2), default=16, help="hierarchical_equality: MLP width")
     p.add_argument("--toy-steps", type=at_least(1), default=2000, help="hierarchical_equality: MLP training steps")
