@@ -105,7 +105,7 @@ def _failure(bench: Bench, reason: str) -> list[dict]:
 
 
 def _tail(text: str, lines: int = 3) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    kept = [" ".join(line.split()) for line in text.strip().splitlines() if line.strip()][-lines:]  # argparse pads
     return " / ".join(kept)[-300:] or "no output"
 
 
