@@ -121,6 +121,19 @@ def test_left_padded_batch_and_source_values(llama):
     assert torch.equal(llama.run(batch, plan, sources=[SOURCE], backend="nnsight"), hooks)
 
 
+@torch.no_grad()
+def test_model_without_tokenizer():
+    """No tokenizer: the plain nnsight envoy traces it (locally); remote runs say what to do."""
+    from workbench import HookedModel
+    hm = tiny_model("gpt2")
+    bare = HookedModel(hm.model, None)
+    batch = hm.tokenize(BASE)
+    plan = [PlanItem("L1.mlp_out", "l1", loreft(32, 4))]
+    assert torch.equal(bare.run(batch, plan, backend="nnsight"), bare.run(batch, plan))
+    with pytest.raises(ValueError, match="needs a model NDIF can name.*remote_model"):
+        bare.run(batch, plan, backend="nnsight", remote=True)
+
+
 def test_gradients_equal(llama):
     """A LoReFT step's gradients through the traces equal those through the hooks."""
     grads = []

@@ -69,12 +69,29 @@ def nnsight_model(hm):
     """
     wrapped = hm.__dict__.get("_nnsight")
     if wrapped is None:
-        from nnsight.modeling.transformers import TransformersModel
-        # nnsight sets its tokenizer's padding side and pad token: give it a copy, not the user's.
-        tokenizer = None if hm.tokenizer is None else copy.deepcopy(hm.tokenizer)
-        wrapped = TransformersModel(hm.model, tokenizer=tokenizer, task="text-generation")
+        if hm.tokenizer is None:
+            # TransformersModel builds a pipeline, which needs a tokenizer; the plain envoy traces
+            # the same modules (local runs only: NDIF needs a model it can name).
+            from nnsight import NNsight
+            wrapped = NNsight(hm.model)
+        else:
+            from nnsight.modeling.transformers import TransformersModel
+            # nnsight sets its tokenizer's padding side and pad token: give it a copy, not the user's.
+            wrapped = TransformersModel(hm.model, tokenizer=copy.deepcopy(hm.tokenizer), task="text-generation")
         hm.__dict__["_nnsight"] = wrapped
     return wrapped
+
+
+def _trace(wrapped, remote, kwargs: dict):
+    """``wrapped.trace`` for the model call ``kwargs``; ``remote`` goes to nnsight only when set
+    (a plain envoy would hand it to the model as an argument)."""
+    if not remote:
+        return wrapped.trace(**kwargs)
+    if not hasattr(wrapped, "to_model_key"):
+        raise ValueError(f"remote={remote!r} needs a model NDIF can name; this one was wrapped without a tokenizer "
+                         f"({type(wrapped).__name__}): build it with workbench.backends.remote.remote_model(repo_id), "
+                         f"or pass remote=False")
+    return wrapped.trace(remote=remote, **kwargs)
 
 
 def _module_paths(hm) -> dict[int, str]:
@@ -139,7 +156,7 @@ def _trace_sources(wrapped, kwargs: dict, accesses: list[_Access], remote: bool)
     # Kept apart from run_plan so that the trace body's frame holds no HookedModel: a remote
     # request serializes what the body can reach.
     import nnsight
-    with wrapped.trace(remote=remote, **kwargs) as tracer:
+    with _trace(wrapped, remote, kwargs) as tracer:
         found = nnsight.save([])
         _read_in_trace(wrapped, accesses, found)
         tracer.stop()  # nothing after the last site read is needed
@@ -148,7 +165,7 @@ def _trace_sources(wrapped, kwargs: dict, accesses: list[_Access], remote: bool)
 
 def _trace_base(wrapped, kwargs: dict, accesses: list[_Access], remote: bool) -> torch.Tensor:
     import nnsight
-    with wrapped.trace(remote=remote, **kwargs):
+    with _trace(wrapped, remote, kwargs):
         _apply_in_trace(wrapped, accesses)
         logits = nnsight.save(wrapped.output.logits)  # (B, T, V)
     return logits
