@@ -117,3 +117,11 @@ def test_selection_rejects_unknown_names(run_all):
 def test_run_all_doctests(run_all):
     # pytest's addopts ignore benchmarks/, so the module's examples run here.
     assert doctest.testmod(run_all, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_bad_flags_name_the_value_and_the_range(run_all, capsys):
+    with pytest.raises(SystemExit):
+        run_all.main(["--threads", "0"])
+    assert "--threads 0: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown benchmark.*sweeps.*valid are"):
+        run_all.main(["--only", "sweeps"])
