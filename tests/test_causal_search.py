@@ -115,3 +115,25 @@ def test_align_command_saves_a_run_and_resumes(tmp_path, monkeypatch, one_thread
     assert main(argv) == 0
     again = pd.read_parquet(out / "results.parquet")
     assert again.sort_values(["featurizer", "layer"])["iia"].tolist() == table.sort_values(["featurizer", "layer"])["iia"].tolist()
+
+
+def test_app_page_shows_a_saved_align_run(tmp_path, monkeypatch, one_thread):
+    import sys
+    from pathlib import Path
+    from streamlit.testing.v1 import AppTest
+    from causal.search import alignment_heatmap
+    from workbench.runs import save_run
+    app = Path(__file__).resolve().parents[1] / "app"
+    monkeypatch.syspath_prepend(str(app))
+    monkeypatch.setenv("WORKBENCH_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ui", raising=False)
+    table = pd.DataFrame({"variable": ["carry"] * 4, "featurizer": ["das k=4"] * 2 + ["dbm"] * 2, "kind": ["das"] * 2 + ["dbm"] * 2,
+                          "layer": [0, 7] * 2, "position": ["last"] * 4, "iia": [0.5, 0.9, 0.4, 0.7]})
+    save_run(tmp_path / "align-carry", table, {"command": "align", "task": "addition", "model": "tiny"},
+             figure=alignment_heatmap(table))
+    at = AppTest.from_file(str(app / "pages" / "7_Causal_Abstraction.py"), default_timeout=60).run()
+    assert not at.exception
+    scores = at.dataframe[0].value
+    assert scores.set_index("featurizer").loc["das k=4", "best_iia"] == 0.9
+    assert scores.set_index("featurizer").loc["dbm", "best_layer"] == 7
+    assert "carry (2 values) <- a0, b0" in at.code[0].value
