@@ -47,6 +47,7 @@ class _Step:
     positions: Positions | None = None  # base positions (base trace) or source positions (source trace)
     source: torch.Tensor | None = None  # (B_src, k, d)
     slot: int = 0  # index of the plan item
+    device: torch.device | None = None  # where the intervention and source are; None: not placed yet
 
 
 @dataclass
@@ -123,7 +124,22 @@ def _read_in_trace(wrapped, accesses: list[_Access], found: list) -> None:
     for access in accesses:
         hidden = first_tensor(_value(wrapped.get(access.path), access.kind))  # (B, T, W)
         for step in access.steps:
-            found.append(gather(hidden, step.point, step.positions))  # (B, k, d)
+            found.append(gather(hidden, step.point, _on(step.positions, hidden.device)))  # (B, k, d)
+
+
+def _move(step: _Step, device: torch.device) -> None:
+    """Bring a step's intervention, source states and positions to where its site runs, once."""
+    place(step.intervention, device)
+    step.source = None if step.source is None else step.source.to(device)
+    step.positions = None if step.positions is None else _on(step.positions, device)
+    step.device = device
+
+
+def _on(positions: Positions, device: torch.device) -> Positions:
+    """``positions`` on ``device`` (a remote request resolves them on the CPU)."""
+    if positions.index.device == device:
+        return positions
+    return Positions(positions.index.to(device), positions.mask.to(device))
 
 
 def _apply_in_trace(wrapped, accesses: list[_Access]) -> None:
@@ -133,9 +149,8 @@ def _apply_in_trace(wrapped, accesses: list[_Access]) -> None:
         hidden = first_tensor(_value(envoy, access.kind))  # (B, T, W)
         replaced = False
         for step in access.steps:
-            if step.source is not None and step.source.device != hidden.device:  # a dispatch not predicted
-                place(step.intervention, hidden.device)
-                step.source = step.source.to(hidden.device)
+            if step.device != hidden.device:  # remote (prepared on the CPU) or a dispatch not predicted
+                _move(step, hidden.device)
             base = gather(hidden, step.point, step.positions)  # (B, k, d)
             source = None
             if step.source is not None:
@@ -190,13 +205,13 @@ def _steps(hm, plan: Sequence[PlanItem], local: bool) -> tuple[list[_Step], list
         if size is not None and size != point.size:
             raise ValueError(f"{type(item.intervention).__name__} at {item.site} has hidden size {size}, but the "
                              f"site has {point.size}; build the intervention with hidden size {point.size}")
-        source = item.source_values
+        source, device = item.source_values, None
         if local:
             device = hm.device_of(item.site)
             place(item.intervention, device)
             source = None if source is None else source.to(device)
         steps.append(_Step(item.site, item.intervention, dataclasses.replace(point, module=None), source=source,
-                           slot=slot))
+                           slot=slot, device=device))
         points.append(point)
     return steps, points
 
