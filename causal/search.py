@@ -203,8 +203,9 @@ def mib_scores(table: pd.DataFrame) -> pd.DataFrame:
 
     >>> t = pd.DataFrame({"variable": ["c"] * 2, "featurizer": ["das"] * 2, "position": ["last"] * 2,
     ...                   "layer": [0, 1], "iia": [0.5, 0.9]})
-    >>> mib_scores(t)[["mean_iia", "best_layer", "best_iia"]].values.tolist()
-    [[0.7, 1, 0.9]]
+    >>> row = mib_scores(t).iloc[0]
+    >>> float(row.mean_iia), int(row.best_layer), float(row.best_iia)
+    (0.7, 1, 0.9)
     """
     keys = ["variable", "featurizer", "position"]
     rows = []
