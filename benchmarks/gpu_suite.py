@@ -15,7 +15,8 @@ leaves results in ``--out``):
                  (goal <= 1.0x). Definitions of each timed step: benchmarks/_gpu_timing.py.
   das            one DAS step (k=64 at L8, cached sources, Adam) on the same model and batch
   sweeps         cells per second of patch_sweep / head_sweep / one run per cell, on SmolLM2
-  memorization   steps per second of the cached and the naive memorization paths, SmolLM2, N=256
+  memorization   steps per second of the cached and the naive memorization paths, SmolLM2, N=256, and
+                 run-steps per second of 8 runs batched in one cached forward (one edit per row)
   checkpoints    bytes of saved rank-4 LoReFTs at d=2048 and d=576 (SmolLM2's width)
 Outputs: ``<out>/gpu-<date>.json`` and ``<out>/gpu-<date>.md`` (default out: benchmarks/results).
 ``--tiny --device cpu`` shrinks everything (d=64 models, batch 2 x seq 32, a few steps, a random
