@@ -71,7 +71,7 @@ def test_das_subspace_lies_in_the_planted_neurons_and_localist_single_neurons_fa
     net, train, test = planted
     torch.manual_seed(0)
     das = build("das", 12, k=3)
-    fit(net, 0, [0], das, train, epochs=30, batch_size=32, lr=0.05)
+    fit(net, 0, [0], das, train, epochs=10, batch_size=32, lr=0.05)
     basis = das.basis()  # (3, 12), orthonormal rows
     inside = basis[:, [2, 5, 9]].pow(2).sum() / basis.pow(2).sum()
     assert inside > 0.99 and toy_iia(net, 0, [0], das, test) == 1.0
