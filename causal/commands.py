@@ -1,15 +1,19 @@
 """``workbench align TASK``: alignment search against a task's causal model, saved like every run.
 
-    workbench align addition --layers 0 6 12 --positions last --featurizers das dbm --out runs/align-carry
-    workbench align ioi --layers 0 10 20 --featurizers das dbm full --train 32 --test 32 --out runs/align-ioi
-    workbench align hierarchical_equality --featurizers das localist full --out runs/align-equality
+    workbench align hierarchical_equality --objects 20 --toy-steps 300 --layers 0 --featurizers das localist full --k 8 --train 300 --test 200 --epochs 2 --out runs/align-equality
 
-``addition`` aligns the carry, ``ioi`` the position of the indirect object, ``ravel`` an entity
-attribute (``--data``, ``--entity-type``, ``--variables``), on the language model (``--model``);
 ``hierarchical_equality`` trains the DAS paper's toy MLP here (seconds) and aligns W == X and
-Y == Z on it. Writes ``results.parquet``/``.csv`` (IIA per variable, featurizer, layer and
-position), ``scores.csv`` (MIB's mean-over-layers and best-layer IIA), ``figure.html`` (layer x
-position heatmaps), ``cells.csv`` (finished cells: a killed run resumes), ``summary.json`` and
+Y == Z on it (the sizes above are a quick look; docs/causal_abstraction.md has the full run).
+``addition`` aligns the carry, ``ioi`` the position of the indirect object, ``ravel`` an entity
+attribute (``--data``, ``--entity-type``, ``--variables``), on the language model (``--model``,
+default SmolLM2), for example:
+
+workbench align addition --layers 0 7 14 21 28 --positions last --featurizers das dbm full --out runs/align-carry
+workbench align ioi --layers 14 21 --featurizers das dbm --epochs 8 --mask-lr 0.5 --out runs/align-ioi
+
+Writes ``results.parquet``/``.csv`` (IIA per variable, featurizer, layer and position),
+``scores.csv`` (MIB's mean-over-layers and best-layer IIA), ``figure.html`` (layer x position
+heatmaps), ``cells.csv`` (finished cells: a killed run resumes), ``summary.json`` and
 ``config.json``.
 """
 
