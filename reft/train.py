@@ -44,6 +44,7 @@ from .data import Collator
 from .saving import load_weights_into, save_reft
 
 MIXED = ("auto", "no", "bf16", "fp16")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     seed: int = 0                     # data order (per epoch) and dropout
     max_steps: int | None = None      # stop early after this many optimizer steps
     progress: bool = True             # tqdm bar
+    parallel: str = "ddp"             # in a process group: ddp (a frozen copy per rank) or fsdp (frozen blocks sharded)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum"):
@@ -71,6 +73,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}; e.g. {name}=1")
         if self.mixed_precision not in MIXED:
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: expected one of {MIXED}; use 'auto' (the default)")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel {self.parallel!r}: expected one of {PARALLEL}; use 'ddp' (the default) "
+                             f"unless the frozen model does not fit one device, then 'fsdp'")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}; e.g. lr=4e-3")
         if not 0 <= self.warmup_ratio < 1:
@@ -174,13 +179,51 @@ def evaluate_loss(model: nn.Module, rows: Sequence[dict], collate_fn: Callable, 
     return total / max(1, count)
 
 
-def _wrap(model: nn.Module) -> nn.Module:
+def _wrap(model: nn.Module, parallel: str = "ddp") -> nn.Module:
     """The module the loop calls: DDP around ``model`` in a process group (unless it comes wrapped,
-    e.g. by FSDP or Accelerate), else ``model``. device_ids=None: the module says where it runs
+    e.g. by Accelerate), the same model with its frozen blocks sharded for ``parallel="fsdp"``
+    (see ``shard_frozen_model``), else ``model``. device_ids=None: the module says where it runs
     (one device, or several under a device_map)."""
     if not distributed.is_initialized() or model is not unwrap(model) or distributed.world_size() == 1:
         return model
+    if parallel == "fsdp":
+        return shard_frozen_model(model)
     return DistributedDataParallel(model, device_ids=None)
+
+
+def shard_frozen_model(model: nn.Module) -> nn.Module:
+    """FSDP2 for a ReFT model: ``fully_shard`` each frozen decoder block, then the frozen model's
+    root (embeddings, final norm, head), in place; the interventions (and a classifier's head)
+    stay whole and replicated, their gradients summed over ranks by ``all_reduce_grads``.
+
+    Sharding only the frozen model is the point: a block all-gathers its weights for its forward
+    and backward, so the hooks inside it see whole activations and plain tensors, while sharding
+    the interventions would hand the hooks DTensors. Rank 0's weights (frozen and trained) are
+    broadcast first, as DDP does, so ranks that built different random models still agree.
+
+    >>> shard_frozen_model(reft)   # in a process group (torchrun)              # doctest: +SKIP
+    """
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    hm = getattr(model, "hm", None) or model.reft.hm  # a classifier wraps the ReftModel as .reft
+    if isinstance(hm.model, FSDPModule):
+        return model  # sharded by an earlier run
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch.distributed.broadcast(tensor, src=0)
+    for block in hm.layout.blocks:
+        fully_shard(block)
+    fully_shard(hm.model)
+    return model
+
+
+def all_reduce_grads(params: Sequence[torch.Tensor]) -> None:
+    """Sum the replicated parameters' gradients over ranks, in one flat all-reduce (a missing
+    gradient counts as zeros, so every rank reduces the same buffer)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+    for p, piece in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = piece.view_as(p).clone()
 
 
 def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows: Sequence[dict] | None = None,
@@ -199,8 +242,9 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     from tqdm.auto import tqdm
 
     distributed.init_from_env()  # under torchrun: join the group, or the ranks would never sync
-    runner, model = _wrap(model), unwrap(model)
+    runner, model = _wrap(model, config.parallel), unwrap(model)
     world, main = distributed.world_size(), distributed.is_main()
+    fsdp = world > 1 and config.parallel == "fsdp"
     collate_fn = collate_fn or Collator(pad_id_of(model.tokenizer))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -272,18 +316,21 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
             counts = [count_items(b) if share else 0 for b, share in zip(micro, shares)]
             step_items = float(distributed.all_reduce_sum(torch.tensor([float(sum(counts))]))[0])
             running = torch.zeros(1, dtype=torch.float64)
+            # DDP averages the ranks' gradients (x world undoes that); FSDP's are summed here
+            scale = 1 if fsdp else world
             for n, (batch, count) in enumerate(zip(micro, counts)):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 sync = n == len(micro) - 1 or not isinstance(runner, DistributedDataParallel)
                 with nullcontext() if sync else runner.no_sync():  # one all-reduce per step
                     with autocast:
-                        # the rank's mean x its share of the step's items = its part of the global
-                        # mean; x world because DDP averages (not sums) the ranks' gradients
+                        # the rank's mean x its share of the step's items = its part of the global mean
                         loss = runner(**batch).loss * (count / step_items)
-                    (scaler.scale(loss * world) if scaler else loss * world).backward()
+                    (scaler.scale(loss * scale) if scaler else loss * scale).backward()
                 running += float(loss.detach())
             running = float(distributed.all_reduce_sum(running)[0])  # the global batch's mean loss
             check_finite_loss(running, step, "reft train", config.lr)  # NaN/inf: stop, never save it
+            if fsdp:
+                all_reduce_grads(params)  # FSDP: the replicated interventions' gradients
             if scaler:
                 scaler.unscale_(optimizer)
             if config.max_grad_norm:
