@@ -62,11 +62,37 @@ def encoder_row(out: Path):
     why = (f"gap {gap:+.1f} points (target <= 1.5) at {share:.3f}x the parameters (target <= 0.1)"
            + ("" if ok else "; small budget: few epochs on a train subset (see the config)"))
     return {"finding": "LoReFT ≈ LoRA at ≤1/10 the parameters (encoder SST-2)", "ours": ours,
-            "agree": "agree" if ok else "disagree", "why": why}, fig
+            "agree": ("agree" if ok else "disagree") if {"loreft", "lora"} <= set(t.index) else "-", "why": why}, fig
+
+
+def _decoder_cells(folder: Path) -> dict | None:
+    """The study's summary, or one assembled from its finished cells (a study stopped part-way)."""
+    rows = []
+    for path in sorted(folder.glob("*/*/summary.json")):
+        row = json.loads(path.read_text())
+        rows.append({**row, "cell": f"{path.parent.parent.name}/{path.parent.name.replace('_', ' ')}"})
+    if not rows:
+        return None
+    runs = pd.DataFrame(rows)
+    ab = runs[runs.cell.str.startswith("ablation/")]
+    compare = runs[runs.cell.str.startswith("compare/")]
+    table = compare.groupby("method", sort=False).agg(
+        accuracy_mean=("accuracy", "mean"), accuracy_std=("accuracy", "std"), seeds=("seed", "count"),
+        trainable_params=("trainable_params", "first"), steps=("steps", "first")).reset_index()
+    if "zero_shot" not in set(table.method) and len(ab) and ab.accuracy_at_step_0.notna().any():
+        # identity-initialized LoReFT at step 0 is the zero-shot model exactly (see decoder_sst2)
+        first = ab[ab.cell == "ablation/identity init"]
+        if len(first):
+            table = pd.concat([table, pd.DataFrame([{"method": "zero_shot", "accuracy_mean": first.accuracy_at_step_0.iloc[0],
+                                                     "accuracy_std": 0.0, "seeds": 1, "trainable_params": 0,
+                                                     "steps": 0}])], ignore_index=True)
+    return {"table": table.fillna({"accuracy_std": 0.0}).to_dict(orient="records"),
+            "ablation": ab[["cell", "accuracy", "accuracy_at_step_0", "loss_final"]].to_dict(orient="records"),
+            "partial": True}
 
 
 def decoder_row(out: Path):
-    s = _summary(out / "decoder_sst2")
+    s = _summary(out / "decoder_sst2") or _decoder_cells(out / "decoder_sst2")
     if s is None:
         return None, None
     t = pd.DataFrame(s["table"]).set_index("method")
@@ -82,6 +108,8 @@ def decoder_row(out: Path):
     parts = [f"{m} {100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_std:.1f}" for m, r in t.iterrows()]
     why = _decoder_why(ab, float(t.loc["zero_shot", "accuracy_mean"]) if "zero_shot" in t.index else None)
     ok = {"loreft", "lora"} <= set(t.index) and t.loc["loreft", "accuracy_mean"] >= t.loc["lora", "accuracy_mean"] - 0.015
+    if s.get("partial"):
+        parts.append("PARTIAL: the study stopped before every cell finished")
     return {"finding": "LoReFT ≈ LoRA (decoder SST-2, SmolLM2)", "ours": "; ".join(parts),
             "agree": "agree" if ok else "disagree", "why": why}, fig
 
