@@ -199,11 +199,14 @@ def counterfactuals(n: int = 4):
     return CounterfactualData([[3, 5, 6]] * n, [[-1]] * n, [[3, 5, 7]] * n, [[-1]] * n, torch.full((n,), 9))
 
 
-def das_train(config=None, data=None) -> Callable:
+def das_train(config=None, data=None, nan=False) -> Callable:
     def call(tmp):
         from workbench.das import LowRankRotatedSpaceIntervention, TrainConfig, train_alignment
-        cfg = config() if config else TrainConfig(epochs=5, batch_size=4, lr=1e30, progress=False)
-        train_alignment(llama(), "L1.resid_post", LowRankRotatedSpaceIntervention(32, 2),
+        cfg = config() if config else TrainConfig(epochs=5, batch_size=4, lr=1e-2, progress=False)
+        hm = llama()
+        if nan:  # a NaN in the output weights: the answer logits, and the loss, are NaN (cached path too)
+            hm.model.get_output_embeddings().weight.data[0, 0] = float("nan")
+        train_alignment(hm, "L1.resid_post", LowRankRotatedSpaceIntervention(32, 2),
                         counterfactuals() if data is None else data(), None, cfg)
     return call
 
@@ -428,8 +431,8 @@ CASES: list[Case] = [
     Case("empty data", "train_alignment: empty CounterfactualData", "0 examples",
          das_train(data=lambda: counterfactuals(0)), ValueError, r"no training examples", r"'task'",
          r"check the filtering"),
-    Case("NaN loss", "train_alignment: loss becomes NaN", "lr=1e30", das_train(), FloatingPointError,
-         r"loss is (nan|inf) at step \d+ \(lr 1e\+30\)", r"training stopped", r"Lower the learning rate.*float32"),
+    Case("NaN loss", "train_alignment: loss becomes NaN", "a NaN output weight", das_train(nan=True),
+         FloatingPointError, r"loss is (nan|inf) at step \d+ \(lr 0\.01\)", r"training stopped", r"Lower the learning rate.*float32"),
     Case("data", "CounterfactualData: lengths differ", "3 labels for 4 examples",
          lambda t: __import__("workbench.das").das.CounterfactualData([[1]] * 4, [[0]] * 4, [[1]] * 4, [[0]] * 4,
                                                                       torch.zeros(3)), ValueError, r"labels has 3",
