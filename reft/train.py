@@ -12,6 +12,8 @@ loss is weighted by its share of the step's labelled items (an all-reduced count
 averaged gradient is the global batch's, and a DDP run equals a one-process run with the same
 config. Rank 0 alone shows progress and writes checkpoints; the weights and the AdamW state are
 the same on every rank (DDP replicates them), so a checkpoint resumes at any number of ranks.
+``TrainConfig(parallel="fsdp")`` shards the frozen model instead of copying it (FSDP2, see
+``shard_frozen_model``); the interventions stay replicated, so all of the above holds.
 
 >>> rows = tokenize_pairs(reft.tokenizer, persona_pairs())                       # doctest: +SKIP
 >>> result = train(reft, rows, TrainConfig(epochs=20, lr=4e-3, output_dir="runs/persona"))  # doctest: +SKIP
@@ -250,8 +252,8 @@ def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows
     if not params:
         raise ValueError("the model has no trainable parameters")
     device, model_dtype = model_device_and_dtype(model)
-    # built on the unwrapped module: the same parameter objects DDP reduces, and FSDP (with
-    # use_orig_params) exposes
+    # built on the unwrapped module: the same parameter objects DDP reduces (FSDP leaves the
+    # replicated interventions as they are)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
     per_epoch = math.ceil(math.ceil(len(rows) / config.batch_size) / config.grad_accum)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)

@@ -1,6 +1,7 @@
 """The worker tests/test_ddp.py launches with ``torchrun --nproc_per_node 2`` (gloo, one thread each).
 
-    torchrun --nproc_per_node 2 tests/ddp_worker.py train OUT    # ReFT (own loop, HF Trainer) + DAS
+    torchrun --nproc_per_node 2 tests/ddp_worker.py train OUT    # ReFT (own loop: DDP, FSDP; HF Trainer) + DAS
+    accelerate launch --multi_gpu --num_processes 2 tests/ddp_worker.py accelerate OUT   # ReFT, own loop
     torchrun --nproc_per_node 2 tests/ddp_worker.py slow OUT     # ReFT with a checkpoint per step, slowly
 
 Each rank writes what it trained (``OUT/<run>-rank<R>.safetensors``: the trained tensors and the
@@ -93,6 +94,13 @@ def main(mode: str, out: Path) -> None:
         reft = reft_model()
         result = train(reft, reft_rows(reft), reft_config(output_dir=str(out / "reft-run")))
         dump(out / f"reft-rank{r}.safetensors", trainable_state(reft), [h["loss"] for h in result.history if "loss" in h])
+        reft = reft_model()  # the same run with the frozen blocks sharded (FSDP2)
+        result = train(reft, reft_rows(reft), reft_config(parallel="fsdp"))
+        dump(out / f"fsdp-rank{r}.safetensors", trainable_state(reft), [h["loss"] for h in result.history if "loss" in h])
+        params = list(reft.base_model.parameters())  # DTensors: this rank holds a shard of each
+        (out / f"fsdp-rank{r}.json").write_text(json.dumps({"base": type(reft.base_model).__name__,
+                                                             "local": sum(p.to_local().numel() for p in params),
+                                                             "full": sum(p.numel() for p in params)}))
 
         from workbench.das.module import AlignmentModel, train_distributed
         hm, das, data = das_setup()
@@ -105,13 +113,18 @@ def main(mode: str, out: Path) -> None:
         trainer = ReftTrainer(model=reft, args=hf_args(out / "hf-run", per_device=2), train_dataset=reft_rows(reft))
         trainer.train()
         dump(out / f"hf-rank{r}.safetensors", trainable_state(reft), hf_losses(trainer))
+    elif mode == "accelerate":  # under accelerate launch: its RANK/WORLD_SIZE, our loop's DDP
+        reft = reft_model()
+        result = train(reft, reft_rows(reft), reft_config())
+        dump(out / f"accelerate-rank{r}.safetensors", trainable_state(reft),
+             [h["loss"] for h in result.history if "loss" in h])
     elif mode == "slow":  # a checkpoint every step and a pause after each: the test kills it mid-run
         reft = reft_model()
         pause = lambda _model: time.sleep(0.4) or {}  # noqa: E731  an evaluation that adds nothing
         train(reft, reft_rows(reft), reft_config(epochs=5, output_dir=str(out / "killed"), save_every=1,
                                                  eval_every=1), eval_fn=pause)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: train or slow")
+        raise SystemExit(f"unknown mode {mode!r}: train, accelerate or slow")
     (out / f"done-rank{r}.json").write_text(json.dumps({"world": distributed.world_size()}))
 
 

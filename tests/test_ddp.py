@@ -1,7 +1,8 @@
 """Distributed training and sharded sweeps: 2 CPU processes (torchrun, gloo, one thread each).
 
-A DDP run equals a one-process run with the same global batch (ReFT's own loop, the HF Trainer,
-DAS), a killed DDP run resumes (at another world size), sweeps split across shards merge and
+A DDP run equals a one-process run with the same global batch (ReFT's own loop under torchrun and
+under ``accelerate launch``, the HF Trainer, DAS), so does an FSDP2 run of ReFT's own loop (frozen
+blocks sharded, interventions replicated), a killed DDP run resumes (at another world size), sweeps split across shards merge and
 resume, and interventions follow a model dispatched over devices (some modules on ``meta``).
 """
 
@@ -30,11 +31,18 @@ WORKER = Path(worker.__file__)
 ROOT = WORKER.parents[1]
 
 
-def torchrun(mode: str, out: Path, wait: bool = True) -> subprocess.Popen:
-    """``torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT`` in its own session."""
+# accelerate launch's torchrun path (--multi_gpu: no GPU needed, gloo on the CPU); its --cpu path
+# starts one process unless mpirun is there (see docs/scaling.md). --main_process_port 0: a free port
+ACCELERATE = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+
+
+def torchrun(mode: str, out: Path, wait: bool = True, launcher: list[str] | None = None) -> subprocess.Popen:
+    """``torchrun --standalone --nproc_per_node 2 tests/ddp_worker.py MODE OUT`` (or another
+    ``launcher``) in its own session."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), mode, str(out)]
+    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*launcher, str(WORKER), mode, str(out)]
     log = open(out / f"{mode}.log", "w")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     if wait:
@@ -71,6 +79,13 @@ def ddp_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def accelerate_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("accelerate")
+    torchrun("accelerate", out, launcher=ACCELERATE)
+    return out
+
+
+@pytest.fixture(scope="module")
 def single_runs(one_thread, tmp_path_factory):
     """The same three trainings in this one process, with each run's global batch."""
     from reft.hf_trainer import ReftTrainer
@@ -90,20 +105,28 @@ def single_runs(one_thread, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("run", ["reft", "hf", "das"])
-def test_ddp_equals_one_process_with_the_global_batch(ddp_run, single_runs, run):
-    want = single_runs[run]
+@pytest.mark.parametrize("run", ["reft", "hf", "das", "fsdp", "accelerate"])
+def test_ddp_equals_one_process_with_the_global_batch(request, single_runs, run):
+    folder = request.getfixturevalue("accelerate_run" if run == "accelerate" else "ddp_run")
+    want = single_runs["reft" if run in ("fsdp", "accelerate") else run]  # the same one-process run
     assert len(want["losses"]) == 6 and float(want["losses"][0] - want["losses"][-1]) != 0  # it trained
     figures = {}
     for rank in (0, 1):
-        got = {k: v.double() for k, v in load_file(str(ddp_run / f"{run}-rank{rank}.safetensors")).items()}
+        got = {k: v.double() for k, v in load_file(str(folder / f"{run}-rank{rank}.safetensors")).items()}
         figures[rank] = max_diffs(got, want)
         # fp32 runs (ReFT): reduction-order rounding; the DAS run is float64 (see ddp_worker.das_setup)
         limit = 1e-9 if run == "das" else 1e-5
         assert figures[rank][1] < limit, (run, rank, figures)
         assert figures[rank][0] < 1e-5, (run, rank, figures)
-    print(f"\n{run}: DDP (2 ranks) vs one process: max |loss diff| {max(f[0] for f in figures.values()):.2e}, "
+    print(f"\n{run}: 2 ranks vs one process: max |loss diff| {max(f[0] for f in figures.values()):.2e}, "
           f"max |weight diff| {max(f[1] for f in figures.values()):.2e}")
+
+
+def test_fsdp_shards_the_frozen_model_and_accelerate_starts_two_ranks(ddp_run, accelerate_run):
+    shards = [json.loads((ddp_run / f"fsdp-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(s["base"].startswith("FSDP") for s in shards)  # fully_shard applied to the frozen model
+    assert sum(s["local"] for s in shards) == shards[0]["full"] and shards[0]["local"] < shards[0]["full"]
+    assert json.loads((accelerate_run / "done-rank1.json").read_text()) == {"world": 2}
 
 
 def test_rank_zero_alone_writes_the_run(ddp_run):
@@ -291,3 +314,18 @@ def test_ravel_shards_leave_parts_the_whole_run_reuses(tmp_path, monkeypatch, on
     whole = compare_methods(hm, setup, config)
     columns = ["method", "attribute", "cause", "isolate", "disentangle"]
     pd.testing.assert_frame_equal(merged[columns], whole[columns])
+
+
+def test_an_accelerate_cpu_launch_that_would_not_be_distributed_says_so(monkeypatch):
+    from workbench import distributed
+
+    # what `accelerate launch --cpu --num_processes 2` sets without mpirun (checked by hand: one
+    # process, no RANK/WORLD_SIZE), and with mpirun (MPI's sizes)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.warns(RuntimeWarning, match="--multi_gpu --num_processes N"):
+        assert distributed.init_from_env() is False
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="2 MPI processes.*torchrun --nproc_per_node N"):
+        distributed.init_from_env()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
@@ -62,12 +63,33 @@ def init_from_env(backend: str | None = None) -> bool:
     if is_initialized():
         return True
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        _check_accelerate_cpu_launch()
         return False
     device = local_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
     return True
+
+
+_MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+_USE_TORCHRUN = ("launch with `accelerate launch --multi_gpu --num_processes N` (Accelerate's torchrun path; "
+                 "gloo on the CPU, no GPU needed) or `torchrun --nproc_per_node N`")
+
+
+def _check_accelerate_cpu_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` runs N processes only through mpirun, whose
+    ranks are MPI's, not torchrun's ``RANK``/``WORLD_SIZE``: without mpirun it starts this one
+    process (a warning: the run is correct, just alone); with it, N processes that would each train
+    alone and write the same output (an error)."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true" or "MASTER_ADDR" not in os.environ:
+        return  # not a multi-process accelerate --cpu launch (MASTER_ADDR is set for N > 1 only)
+    mpi = next((int(os.environ[k]) for k in _MPI_SIZES if k in os.environ), 1)
+    if mpi > 1:
+        raise RuntimeError(f"accelerate launch --cpu started {mpi} MPI processes, but workbench reads torchrun's "
+                           f"RANK/WORLD_SIZE, not MPI's ranks; {_USE_TORCHRUN}")
+    warnings.warn(f"accelerate launch --cpu --num_processes N started this process alone (multi-CPU needs "
+                  f"mpirun); {_USE_TORCHRUN}", RuntimeWarning, stacklevel=3)
 
 
 def barrier() -> None:
