@@ -7,6 +7,7 @@ few tensors per call (hidden states, hook closures, Collect values) would show a
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import sys
@@ -42,15 +43,27 @@ def live_tensors() -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
 
 
+def release_free_heap() -> None:
+    """Hand malloc's free pages back to the OS (glibc), so RSS counts live memory only.
+
+    Without it a leak can hide: memory freed by earlier tests stays resident in malloc's free lists
+    and the leaked tensors reuse it, so RSS does not move (seen in CI: start == end)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS is then an upper bound, and the checks coarser
+        pass
+
+
 def growth_over(runs: int, step) -> tuple[int, int, int, int]:
     """RSS and live tensors after WARMUP calls of ``step`` and after ``runs`` in all."""
     for _ in range(WARMUP):
         step()
-    gc.collect()
+    release_free_heap()
     start, tensors = rss_bytes(), live_tensors()
     for _ in range(runs - WARMUP):
         step()
-    gc.collect()
+    release_free_heap()
     return start, rss_bytes(), tensors, live_tensors()
 
 

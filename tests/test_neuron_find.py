@@ -63,5 +63,7 @@ def test_neuron_commands_honour_limit_and_write_summaries(tmp_path, monkeypatch,
     assert code == 0 and "top-2 mean effect" in printed and (tmp_path / "f" / "summary.json").exists()
     assert neuron_commands.main(["neuron", "--site", SITE, "--concept", "words:good"]) == 2
     assert "needs --site, --index and --concept" in capsys.readouterr().err
-    assert neuron_commands.main(["neuron", "find", "--site", SITE, "--concept", "words:good", "--texts", str(texts),
-                                 "--limit", "0"]) == 2
+    with pytest.raises(SystemExit) as exited:  # argparse rejects the value itself, with usage and the range
+        neuron_commands.main(["neuron", "find", "--site", SITE, "--concept", "words:good", "--texts", str(texts),
+                              "--limit", "0"])
+    assert exited.value.code == 2 and "'0' is out of range; give an integer >= 1" in capsys.readouterr().err
