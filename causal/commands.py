@@ -25,7 +25,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from workbench.commands.common import add_model_args, at_least, load_from_args, positive
+from workbench.commands.common import add_model_args, at_least, load_from_args, non_negative, positive
 from workbench.sites import COMPONENTS
 
 TASKS = ("addition", "ioi", "ravel", "hierarchical_equality")
@@ -63,6 +63,20 @@ def _toy(args, featurizers):
     return table, {"toy_accuracy": accuracy}
 
 
+def _check_choices(hm, task, layers, positions, variables) -> None:
+    """--layers, --positions and --variables against the model and the task, before any work."""
+    bad = [layer for layer in layers if layer >= hm.n_layers]
+    if bad:
+        raise ValueError(f"--layers {' '.join(map(str, bad))}: the model has {hm.n_layers} layers "
+                         f"(0-{hm.n_layers - 1}); give layers in that range")
+    for flag, given, valid in (("--positions", positions, task.positions),
+                               ("--variables", variables, tuple(task.model.variables))):
+        unknown = [name for name in given if name not in valid]
+        if unknown:
+            raise ValueError(f"{flag} {' '.join(unknown)}: not a {flag[2:-1]} of this task; "
+                             f"choose from {', '.join(valid)}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -74,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     featurizers = _featurizers(args)
     out = Path(args.out or f"runs/align-{args.task}-{datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
     extra: dict = {}
     if args.task == "hierarchical_equality":
+        out.mkdir(parents=True, exist_ok=True)
         table, extra = _toy(args, featurizers)
         config = None
     else:
@@ -88,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         layers = args.layers if args.layers is not None else list(range(0, hm.n_layers, max(1, hm.n_layers // 6)))
         positions = args.positions or [task.positions[-1]]
         variables = args.variables or list(task.variables[:1])
+        _check_choices(hm, task, layers, positions, variables)
+        out.mkdir(parents=True, exist_ok=True)  # only once the arguments are known good: no empty run folders
         table = align(hm, task, variables, layers, positions, featurizers, args.component, config,
                       cells_file=out / "cells.csv")
         extra = {"examples": table.attrs.get("counts", {})}
@@ -114,7 +130,7 @@ def register(sub) -> None:
     p.add_argument("--component", default="resid_post", choices=sorted(COMPONENTS))
     p.add_argument("--featurizers", nargs="+", default=["das", "dbm"], choices=FEATURIZERS)
     p.add_argument("--k", type=at_least(1), default=4, help="DAS subspace size (Boundless: initial size)")
-    p.add_argument("--sparsity", type=float, default=0.05, help="DBM: weight of the mean mask")
+    p.add_argument("--sparsity", type=non_negative, default=0.05, help="DBM: weight of the mean mask")
     p.add_argument("--train", type=at_least(1), default=64, help="training examples per variable")
     p.add_argument("--test", type=at_least(1), default=64, help="test examples per variable")
     p.add_argument("--oversample", type=at_least(1), default=4, help="derive this many times more (the model errs on some)")

@@ -920,6 +920,25 @@ CASES += [
          r"2 words", r"train/val/test splits", r"give at least 3 words"),
 ]
 
+# causal abstraction (workbench align): checked before any data is derived or a run folder made
+CASES += [
+    Case("cli align", "task", "mystery", cli("align", "mystery"), CliError, r"'mystery'",
+         r"addition'?, '?ioi'?, '?ravel'?, '?hierarchical_equality", r"choose from"),
+    Case("cli align", "--featurizers", "pca", cli("align", "ioi", "--featurizers", "pca"), CliError, r"'pca'",
+         r"full'?, '?das'?, '?boundless'?, '?dbm'?, '?localist", r"choose from"),
+    Case("cli align", "--k", "0", cli("align", "ioi", "--k", "0"), CliError, r"'0'", r">= 1", r"\bgive\b"),
+    Case("cli align", "--sparsity", "-1", cli("align", "ioi", "--sparsity", "-1"), CliError, r"'-1'",
+         r"finite number >= 0", r"\bgive\b"),
+    Case("cli align", "--mask-lr", "0", cli("align", "ioi", "--mask-lr", "0"), CliError, r"'0'",
+         r"finite number > 0", r"\bgive\b"),
+    Case("cli align", "--layers out of range", "7", cli("align", "ioi", "--layers", "7", "--out", "TMP/a"),
+         CliError, r"--layers 7", r"3 layers \(0-2\)", r"give layers in that range"),
+    Case("cli align", "--positions", "nowhere", cli("align", "ioi", "--positions", "nowhere", "--out", "TMP/a"),
+         CliError, r"--positions nowhere", r"choose from .*last", r"choose from"),
+    Case("cli align", "--variables", "colour", cli("align", "addition", "--variables", "colour", "--out", "TMP/a"),
+         CliError, r"--variables colour", r"choose from", r"choose from"),
+]
+
 # The CLI's count and rate flags reject out-of-range numbers in argparse: "argument --epochs: '0' is out of
 # range; give an integer >= 1".
 NUMERIC_FLAGS = {"--batch-size", "--top", "--k negative", "--epochs", "--lr", "--patience", "--examples negative",

@@ -115,6 +115,9 @@ def test_align_command_saves_a_run_and_resumes(tmp_path, monkeypatch, one_thread
     assert main(argv) == 0
     again = pd.read_parquet(out / "results.parquet")
     assert again.sort_values(["featurizer", "layer"])["iia"].tolist() == table.sort_values(["featurizer", "layer"])["iia"].tolist()
+    for bad in (["--layers", "5"], ["--positions", "nowhere"], ["--variables", "colour"]):  # checked before any work
+        assert main(["align", "ioi", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert not (tmp_path / "bad").exists(), f"{bad} left a run folder behind"
 
 
 def test_app_page_shows_a_saved_align_run(tmp_path, monkeypatch, one_thread):

@@ -76,6 +76,18 @@ def finite(text: str) -> float:
     return value
 
 
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0 (penalty weights such as a mask's sparsity).
+
+    >>> non_negative("0.05")
+    0.05
+    """
+    value = finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; give a finite number >= 0, e.g. 0.05")
+    return value
+
+
 def check_site_args(hm, layer: int, component: str, k: int | None = None) -> None:
     """``--layer``/``--component``/``--k`` against the loaded model, before any data is prepared."""
     from ..sites import Site
