@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from workbench import orthogonal
 from workbench.hooked import HookedModel
+from workbench.linear_cross_entropy import fusable_head, head_inputs, linear_cross_entropy, loss_dtype
 from workbench.orthogonal import master_dtype
 from workbench.plan import PlanItem
 
@@ -125,12 +126,18 @@ class ReftModel(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
     accepts_loss_kwargs = True  # HF Trainer: pass num_items_in_batch (the count over all ranks)
+    # With labels and gradients on, fuse the frozen head with the loss (workbench.linear_cross_entropy):
+    # one pass less over the (N, V) logits and none of them kept, so ``logits`` is None then.
+    # False keeps the logits (e.g. to log token accuracy while training).
+    fused_loss: bool = True
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
                 num_items_in_batch: int | torch.Tensor | None = None) -> ReftOutput:
         """Intervened forward. ``labels`` (B, T) use -100 for tokens without loss; the loss is the mean
         next-token cross-entropy over labelled tokens, and logits are computed only for those.
+        While gradients are on, a plain head (``workbench.linear_cross_entropy.PLAIN_HEADS``) is fused
+        with the loss and ``logits`` is None (set ``fused_loss = False`` to keep them).
 
         ``prompt_lengths`` (B,): real prompt tokens per example (positions count from them);
         None intervenes on the first/last tokens of the whole input. ``num_items_in_batch``: divide
@@ -148,15 +155,30 @@ class ReftModel(nn.Module):
             targets = labels[:, 1:][keep[:, :-1]].to(input_ids.device)  # (N,)
             if targets.numel() == 0:
                 raise ValueError("the batch has no labelled tokens (all labels are -100): give response tokens")
+            head = self._fused_head()
+            if head is not None:  # training: the loss without materializing the (N, V) logits
+                with head_inputs(head) as seen:
+                    self.hm.forward(batch, use_cache=False, logits_to_keep=keep.to(input_ids.device))
+                loss = linear_cross_entropy(seen[0], head.weight, head.bias, targets, divisor=num_items_in_batch)
+                return ReftOutput(loss=loss)
             if _MASK_LOGITS:
                 logits = self.hm.forward(batch, use_cache=False, logits_to_keep=keep.to(input_ids.device)).logits
             else:  # pragma: no cover
                 logits = self.hm.forward(batch, use_cache=False).logits[keep]
+        wide = logits.to(loss_dtype(logits.dtype))  # (N, V): half precision upcast, fp64 kept; the head's device
         if num_items_in_batch is None:
-            loss = cross_entropy(logits.float(), targets.to(logits.device))  # logits (N, V): the head's device
+            loss = cross_entropy(wide, targets.to(logits.device))
         else:
-            loss = cross_entropy(logits.float(), targets.to(logits.device), reduction="sum") / num_items_in_batch
+            loss = cross_entropy(wide, targets.to(logits.device), reduction="sum") / num_items_in_batch
         return ReftOutput(loss=loss, logits=logits)
+
+    def _fused_head(self) -> nn.Module | None:
+        """The head to fuse with the loss: only while gradients are on (evaluation keeps its
+        logits), with the boolean ``logits_to_keep`` of transformers 5, and not under FSDP, whose
+        root unshards the head's weight only for the duration of its own forward."""
+        if not (torch.is_grad_enabled() and _MASK_LOGITS and self.fused_loss):
+            return None
+        return fusable_head(self.base_model)
 
     # ---- conveniences (defined in their own modules) ------------------------------------
     def generate(self, prompts, max_new_tokens: int = 32, chat_template: bool | None = None,
