@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from workbench import HookedModel, Patch, PlanItem, Site
-from workbench.layer_steps import stepping_supported, stepping_unsupported_reason
+from workbench.layer_steps import BaseRun, Cell, run_cells, stepping_supported, stepping_unsupported_reason
 from workbench.metrics import logit_difference, target_probability
 from workbench.sweeps import head_sweep, patch_sweep
 from conftest import tiny_model, word_tokenizer
@@ -52,6 +52,30 @@ def test_stepped_head_sweep_equals_one_forward_per_cell(family):
     for row in df.itertuples():
         assert row.value == pytest.approx(_oracle(hm, Site(row.layer, "z", head=row.head), "all", metric), abs=1e-5)
     assert df["value"].std() > 0
+
+
+
+@pytest.mark.parametrize("component, starts", [("resid_pre", [0]), ("resid_pre", [1, 3]), ("mlp_out", [1, 3])])
+def test_the_last_mlp_runs_on_the_read_tokens_only_unless_a_cell_writes_inside_it(component, starts):
+    hm = tiny_model("llama", seed=4)
+    ids = hm.tokenize(BASE)["input_ids"]  # (1, T)
+    n_tokens, width = ids.shape[1], hm.model.config.hidden_size
+    base = BaseRun(hm, ids)
+    gen = torch.Generator().manual_seed(0)
+    cells = [Cell(Site(layer, component), tuple(range(s, n_tokens)), torch.randn(n_tokens - s, width, generator=gen))
+             for layer in range(hm.n_layers) for s in starts]
+    seen = []
+    down = hm.layout.blocks[-1].mlp.down_proj
+    handle = down.register_forward_pre_hook(lambda _module, args: seen.append(args[0].shape[:-1].numel()))
+    try:
+        values = run_cells(hm, base, cells, lambda last: last.sum(-1))
+    finally:
+        handle.remove()
+    if component == "resid_pre":  # one token per cell: the one the readout reads
+        assert sum(seen) == len(cells)
+    else:  # cells at the last layer write mlp_out there: every token of every row runs
+        assert sum(seen) == sum(n_tokens - c.start for c in cells)
+    assert len(set(values)) == len(cells)
 
 
 def test_a_metric_of_the_whole_distribution_sees_full_logits():

@@ -209,6 +209,34 @@ def _installers(hm: HookedModel, joining: list[Cell], rows: list[int], firsts: l
     return installers
 
 
+def _read_tokens_only(hm: HookedModel, layer: int, index: torch.Tensor, joining: list[Cell]) -> list:
+    """Hooks making the last block's MLP run on the read tokens ``index`` alone (dim 1).
+
+    Only each row's last token reaches the readout, and in the last block nothing mixes tokens
+    after attention: the MLP's output at the other tokens is never read. They get zeros (their
+    residual stream stays, unread). Not done when a joining cell writes inside that MLP
+    (mlp_out, mlp_act): its hook needs every token. Saves about 5/6 of one MLP per cell on a
+    6-token prompt (a few percent of a 30-layer sweep).
+    """
+    mlp = getattr(hm.layout.blocks[layer], "mlp", None)
+    if not isinstance(mlp, torch.nn.Module):
+        return []
+    inside = set(mlp.modules())
+    if any(hm.layout.hook_point(cell.site).module in inside for cell in joining):
+        return []
+    shape: list[torch.Size] = []
+
+    def take(hidden: torch.Tensor) -> torch.Tensor:  # (R, S, d) -> (R, n, d)
+        shape[:] = [hidden.shape]
+        return hidden[:, index.to(hidden.device)]
+
+    def put(out: torch.Tensor) -> torch.Tensor:  # (R, n, d) -> (R, S, d)
+        full = out.new_zeros(shape[0][:-1] + out.shape[-1:])
+        full[:, index.to(out.device)] = out
+        return full
+    return [lambda: add_hook(mlp, "input", take), lambda: add_hook(mlp, "output", put)]
+
+
 @torch.no_grad()
 def _run_chunk(hm: HookedModel, base: BaseRun, group: _Group, cells: list[Cell], readout: Readout) -> torch.Tensor:
     """Cells (sorted by layer) of one group: step blocks from the lowest layer; values (n,)."""
@@ -228,6 +256,8 @@ def _run_chunk(hm: HookedModel, base: BaseRun, group: _Group, cells: list[Cell],
             x = fresh.clone() if x is None else torch.cat([x, fresh.to(x.device)])  # (R, S, d)
             rows = list(range(first_row, first_row + len(joining)))
             installers = _installers(hm, joining, rows, [0] * len(joining))
+        if layer == hm.n_layers - 1:
+            installers += _read_tokens_only(hm, layer, torch.tensor([x.shape[1] - 1]), joining)
         block = blocks[layer]
         with hooks_installed(installers):
             x = block(x, attention_mask=group.masks[layer], position_ids=group.position_ids,
@@ -314,6 +344,8 @@ def _run_packed(hm: HookedModel, base: BaseRun, cells: list[Cell], readout: Read
             if getattr(config, "model_type", None) not in ROTARY_FREE:
                 kwargs = {"position_embeddings": model.rotary_emb(x, position_ids=pos[None])}  # (cos, sin)
             installers = _installers(hm, joining, [0] * len(joining), offsets)
+        if layer == hm.n_layers - 1:
+            installers += _read_tokens_only(hm, layer, torch.tensor(lasts), joining if installers else [])
         with hooks_installed(installers):
             x = hm.layout.blocks[layer](x, attention_mask=masks[kinds[layer]], position_ids=pos[None],
                                         cache=cache, use_cache=True, **kwargs)  # (1, N, d)
