@@ -31,6 +31,7 @@ from workbench.runs import atomic_write
 FORMAT = "workbench-reft/2"
 LEGACY_FORMATS = ("workbench-reft/1",)  # R as torch's orthogonal parametrization (with a d x d base)
 CONFIG_FILE, WEIGHTS_FILE = "reft_config.json", "interventions.safetensors"
+FINGERPRINT_ATTR = "_reft_fingerprint"  # set by remember_fingerprint, read by fingerprint
 
 
 @torch.no_grad()
@@ -39,9 +40,19 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
     values (fp32 bytes): different checkpoints of one architecture differ in it; it costs
     milliseconds, not a hash of all weights.
 
+    A model sharded by FSDP holds only pieces of its weights (DTensors); `remember_fingerprint`
+    stores its fingerprint before sharding and this returns it, so that checkpoints written by a
+    sharded run load into the whole model.
+
     >>> len(fingerprint(torch.nn.Linear(3, 2)))
     16
     """
+    remembered = getattr(model, FINGERPRINT_ATTR, None)
+    if remembered is not None:
+        return remembered
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        raise RuntimeError("the model's weights are sharded (FSDP DTensors) and no fingerprint was taken before "
+                           "sharding; call reft.saving.remember_fingerprint(model) before fully_shard")
     digest = hashlib.sha256()
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         flat = p.detach().reshape(-1)
@@ -49,6 +60,18 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
         digest.update(f"{name}|{tuple(p.shape)}|{p.dtype}|".encode())
         digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def remember_fingerprint(model: nn.Module) -> str:
+    """Take ``model``'s `fingerprint` now and keep it on the model (before sharding it).
+
+    >>> remember_fingerprint(torch.nn.Linear(3, 2)) is not None
+    True
+    """
+    setattr(model, FINGERPRINT_ATTR, None)
+    value = fingerprint(model)
+    setattr(model, FINGERPRINT_ATTR, value)
+    return value
 
 
 def _reft_of(model: nn.Module):

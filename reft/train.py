@@ -43,10 +43,10 @@ from workbench.padding import pad_id_of
 from workbench.runs import atomic_write
 
 from .data import Collator
-from .saving import load_weights_into, save_reft
+from .saving import load_weights_into, remember_fingerprint, save_reft
 
 MIXED = ("auto", "no", "bf16", "fp16")
-PARALLEL = ("ddp", "fsdp")
+PARALLEL = distributed.PARALLEL
 
 
 @dataclass
@@ -75,9 +75,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}; e.g. {name}=1")
         if self.mixed_precision not in MIXED:
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: expected one of {MIXED}; use 'auto' (the default)")
-        if self.parallel not in PARALLEL:
-            raise ValueError(f"parallel {self.parallel!r}: expected one of {PARALLEL}; use 'ddp' (the default) "
-                             f"unless the frozen model does not fit one device, then 'fsdp'")
+        distributed.check_parallel(self.parallel)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}; e.g. lr=4e-3")
         if not 0 <= self.warmup_ratio < 1:
@@ -194,38 +192,23 @@ def _wrap(model: nn.Module, parallel: str = "ddp") -> nn.Module:
 
 
 def shard_frozen_model(model: nn.Module) -> nn.Module:
-    """FSDP2 for a ReFT model: ``fully_shard`` each frozen decoder block, then the frozen model's
-    root (embeddings, final norm, head), in place; the interventions (and a classifier's head)
+    """FSDP2 for a ReFT model (`workbench.distributed.shard_frozen`): each frozen decoder block,
+    then the frozen model's root, sharded in place; the interventions (and a classifier's head)
     stay whole and replicated, their gradients summed over ranks by ``all_reduce_grads``.
-
-    Sharding only the frozen model is the point: a block all-gathers its weights for its forward
-    and backward, so the hooks inside it see whole activations and plain tensors, while sharding
-    the interventions would hand the hooks DTensors. Rank 0's weights (frozen and trained) are
-    broadcast first, as DDP does, so ranks that built different random models still agree.
 
     >>> shard_frozen_model(reft)   # in a process group (torchrun)              # doctest: +SKIP
     """
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import FSDPModule
 
     hm = getattr(model, "hm", None) or model.reft.hm  # a classifier wraps the ReftModel as .reft
-    if isinstance(hm.model, FSDPModule):
-        return model  # sharded by an earlier run
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            torch.distributed.broadcast(tensor, src=0)
-    for block in hm.layout.blocks:
-        fully_shard(block)
-    fully_shard(hm.model)
-    return model
+    if not isinstance(hm.model, FSDPModule):
+        # checkpoints name the base model by fingerprint: take it while the weights are whole
+        # (rank 0's, which the sharding broadcasts and which rank 0 saves)
+        remember_fingerprint(hm.model)
+    return distributed.shard_frozen(model, hm)
 
 
-def all_reduce_grads(params: Sequence[torch.Tensor]) -> None:
-    """Sum the replicated parameters' gradients over ranks, in one flat all-reduce (a missing
-    gradient counts as zeros, so every rank reduces the same buffer)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
-    for p, piece in zip(params, flat.split([g.numel() for g in grads])):
-        p.grad = piece.view_as(p).clone()
+all_reduce_grads = distributed.all_reduce_grads
 
 
 def train(model: nn.Module, rows: Sequence[dict], config: TrainConfig, eval_rows: Sequence[dict] | None = None,

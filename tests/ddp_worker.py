@@ -107,6 +107,11 @@ def main(mode: str, out: Path) -> None:
         result = train_distributed(AlignmentModel(hm, "L1.resid_post", {"task": das}), {"task": data}, das_config(),
                                    checkpoint=out / "das-checkpoint")
         dump(out / f"das-rank{r}.safetensors", das.state_dict(), result.history["loss"].tolist())
+        hm, das, data = das_setup()  # the same run with the frozen blocks sharded (FSDP2)
+        result = train_distributed(AlignmentModel(hm, "L1.resid_post", {"task": das}), {"task": data}, das_config(),
+                                   checkpoint=out / "das-fsdp-checkpoint", parallel="fsdp")
+        dump(out / f"das-fsdp-rank{r}.safetensors", das.state_dict(), result.history["loss"].tolist())
+        (out / f"das-fsdp-rank{r}.json").write_text(json.dumps({"base": type(hm.model).__name__}))
 
         from reft.hf_trainer import ReftTrainer
         reft = reft_model()
@@ -118,13 +123,14 @@ def main(mode: str, out: Path) -> None:
         result = train(reft, reft_rows(reft), reft_config())
         dump(out / f"accelerate-rank{r}.safetensors", trainable_state(reft),
              [h["loss"] for h in result.history if "loss" in h])
-    elif mode == "slow":  # a checkpoint every step and a pause after each: the test kills it mid-run
+    elif mode in ("slow", "slow-fsdp"):  # a checkpoint every step and a pause after each: the test kills it mid-run
         reft = reft_model()
         pause = lambda _model: time.sleep(0.4) or {}  # noqa: E731  an evaluation that adds nothing
+        parallel = "fsdp" if mode == "slow-fsdp" else "ddp"
         train(reft, reft_rows(reft), reft_config(epochs=5, output_dir=str(out / "killed"), save_every=1,
-                                                 eval_every=1), eval_fn=pause)
+                                                 eval_every=1, parallel=parallel), eval_fn=pause)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: train, accelerate or slow")
+        raise SystemExit(f"unknown mode {mode!r}: train, accelerate, slow or slow-fsdp")
     (out / f"done-rank{r}.json").write_text(json.dumps({"world": distributed.world_size()}))
 
 

@@ -2,7 +2,7 @@
 
 A DDP run equals a one-process run with the same global batch (ReFT's own loop under torchrun and
 under ``accelerate launch``, the HF Trainer, DAS), so does an FSDP2 run of ReFT's own loop (frozen
-blocks sharded, interventions replicated), a killed DDP run resumes (at another world size), sweeps split across shards merge and
+blocks sharded, interventions replicated) and of DAS, a killed DDP or FSDP run resumes (at another world size), sweeps split across shards merge and
 resume, and interventions follow a model dispatched over devices (some modules on ``meta``).
 """
 
@@ -105,17 +105,17 @@ def single_runs(one_thread, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("run", ["reft", "hf", "das", "fsdp", "accelerate"])
+@pytest.mark.parametrize("run", ["reft", "hf", "das", "fsdp", "das-fsdp", "accelerate"])
 def test_ddp_equals_one_process_with_the_global_batch(request, single_runs, run):
     folder = request.getfixturevalue("accelerate_run" if run == "accelerate" else "ddp_run")
-    want = single_runs["reft" if run in ("fsdp", "accelerate") else run]  # the same one-process run
+    want = single_runs[{"fsdp": "reft", "accelerate": "reft", "das-fsdp": "das"}.get(run, run)]  # one process
     assert len(want["losses"]) == 6 and float(want["losses"][0] - want["losses"][-1]) != 0  # it trained
     figures = {}
     for rank in (0, 1):
         got = {k: v.double() for k, v in load_file(str(folder / f"{run}-rank{rank}.safetensors")).items()}
         figures[rank] = max_diffs(got, want)
         # fp32 runs (ReFT): reduction-order rounding; the DAS run is float64 (see ddp_worker.das_setup)
-        limit = 1e-9 if run == "das" else 1e-5
+        limit = 1e-9 if run.startswith("das") else 1e-5
         assert figures[rank][1] < limit, (run, rank, figures)
         assert figures[rank][0] < 1e-5, (run, rank, figures)
     print(f"\n{run}: 2 ranks vs one process: max |loss diff| {max(f[0] for f in figures.values()):.2e}, "
@@ -125,6 +125,7 @@ def test_ddp_equals_one_process_with_the_global_batch(request, single_runs, run)
 def test_fsdp_shards_the_frozen_model_and_accelerate_starts_two_ranks(ddp_run, accelerate_run):
     shards = [json.loads((ddp_run / f"fsdp-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(s["base"].startswith("FSDP") for s in shards)  # fully_shard applied to the frozen model
+    assert all(json.loads((ddp_run / f"das-fsdp-rank{r}.json").read_text())["base"].startswith("FSDP") for r in (0, 1))
     assert sum(s["local"] for s in shards) == shards[0]["full"] and shards[0]["local"] < shards[0]["full"]
     assert json.loads((accelerate_run / "done-rank1.json").read_text()) == {"world": 2}
 
@@ -138,8 +139,9 @@ def test_rank_zero_alone_writes_the_run(ddp_run):
     assert json.loads((ddp_run / "done-rank1.json").read_text()) == {"world": 2}
 
 
-def test_a_killed_ddp_run_resumes_at_another_world_size(one_thread, tmp_path):
-    process = torchrun("slow", tmp_path, wait=False)
+@pytest.mark.parametrize("mode", ["slow", "slow-fsdp"])
+def test_a_killed_ddp_run_resumes_at_another_world_size(one_thread, tmp_path, mode):
+    process = torchrun(mode, tmp_path, wait=False)
     state = tmp_path / "killed" / "checkpoint" / "trainer_state.json"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -149,7 +151,7 @@ def test_a_killed_ddp_run_resumes_at_another_world_size(one_thread, tmp_path):
         except (OSError, ValueError):
             pass
         time.sleep(0.1)
-    assert process.poll() is None, "the run ended before it could be killed: " + (tmp_path / "slow.log").read_text()[-2000:]
+    assert process.poll() is None, "the run ended before it could be killed: " + (tmp_path / f"{mode}.log").read_text()[-2000:]
     ranks = [int((tmp_path / f"pid-rank{r}").read_text()) for r in (0, 1)]
     for pid in ranks:  # kill -9 mid-run: both ranks, then torchrun
         os.kill(pid, signal.SIGKILL)

@@ -113,6 +113,55 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+PARALLEL = ("ddp", "fsdp")
+
+
+def check_parallel(parallel: str) -> None:
+    """``parallel`` must name one of `PARALLEL`."""
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel {parallel!r}: expected one of {PARALLEL}; use 'ddp' (the default: a frozen "
+                         f"copy per rank) unless the frozen model does not fit one device, then 'fsdp'")
+
+
+def shard_frozen(module: torch.nn.Module, hm) -> torch.nn.Module:
+    """FSDP2 over the frozen model ``hm.model`` inside ``module``, in place: ``fully_shard`` each
+    decoder block, then the model's root (embeddings, final norm, head). The trained parts
+    (interventions) stay whole and replicated; `all_reduce_grads` sums their gradients.
+
+    Sharding only the frozen model is the point: a block all-gathers its weights for its forward
+    and backward, so hooks inside it see whole activations and plain tensors (sharding the
+    interventions would hand the hooks DTensors). Rank 0's weights and buffers are broadcast
+    first, as DDP does, so ranks that built different random models agree.
+
+    >>> shard_frozen(reft_model, reft_model.hm)   # in a process group (torchrun)   # doctest: +SKIP
+    """
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    if isinstance(hm.model, FSDPModule):
+        return module  # sharded by an earlier run
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor, src=0)
+    for block in hm.layout.blocks:
+        fully_shard(block)
+    fully_shard(hm.model)
+    return module
+
+
+def all_reduce_grads(params: Sequence[torch.Tensor]) -> None:
+    """Sum replicated parameters' gradients over ranks in one flat all-reduce (a missing gradient
+    counts as zeros, so every rank reduces the same buffer).
+
+    >>> all_reduce_grads([])   # alone, or in a process group                       # doctest: +SKIP
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if not grads:
+        return
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+    for p, piece in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = piece.view_as(p).clone()
+
+
 def rank_share(batch: Sequence, rank_: int | None = None, world: int | None = None) -> list:
     """This rank's rows of one global batch: ``batch[rank::world]`` (every rank's shares together
     are the batch, so a step at any world size sees the same examples).

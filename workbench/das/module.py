@@ -78,18 +78,28 @@ def _global_batch(order: torch.Tensor, step: int, batch_size: int) -> torch.Tens
 
 
 def train_distributed(module: AlignmentModel, train: Mapping[str, CounterfactualData],
-                      config: TrainConfig = TrainConfig(), checkpoint: str | Path | None = None) -> TrainResult:
+                      config: TrainConfig = TrainConfig(), checkpoint: str | Path | None = None,
+                      parallel: str = "ddp") -> TrainResult:
     """Train ``module``'s interventions, under DDP when a process group is up (``torchrun``).
 
-    ``config.batch_size`` is the global batch. With ``checkpoint`` (a folder), each epoch ends with
-    a checkpoint there that a re-run (at any world size) resumes.
+    ``parallel="fsdp"`` shards the frozen model instead of copying it to every rank (FSDP2,
+    `workbench.distributed.shard_frozen`); the interventions stay replicated and their gradients
+    are summed over ranks, so the run equals the DDP one. ``config.batch_size`` is the global
+    batch. With ``checkpoint`` (a folder), each epoch ends with a checkpoint there that a re-run
+    (at any world size, either parallel mode) resumes.
 
     >>> train_distributed(AlignmentModel(hm, "L1.resid_post", {"task": das}), {"task": data})  # doctest: +SKIP
     """
+    distributed.check_parallel(parallel)
     distributed.init_from_env()
     _check_tasks(module.interventions, train)
     world, main = distributed.world_size(), distributed.is_main()
-    runner = DistributedDataParallel(module, device_ids=None) if distributed.is_initialized() and world > 1 else module
+    grouped = distributed.is_initialized() and world > 1
+    fsdp = grouped and parallel == "fsdp"
+    if fsdp:
+        runner = distributed.shard_frozen(module, module.hm)
+    else:
+        runner = DistributedDataParallel(module, device_ids=None) if grouped else module
     hm, site = module.hm, module.site
     params = [p for p in module.interventions.parameters() if p.requires_grad]
     if not params:
@@ -132,12 +142,15 @@ def train_distributed(module: AlignmentModel, train: Mapping[str, Counterfactual
                 parts[name] = float(distributed.all_reduce_sum(torch.tensor([float(task_loss.detach()) * weight]))[0])
             check_finite_loss(sum(parts.values()), global_step, f"alignment training at {site}", config.lr)
             optimizer.zero_grad(set_to_none=True)
-            scaled = loss * world  # DDP averages the ranks' gradients; the weights already sum to 1
+            # DDP averages the ranks' gradients (x world undoes that; the weights already sum to
+            # 1); under FSDP the replicated interventions' gradients are summed below
+            scaled = loss * (1 if fsdp else world)
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
+            if fsdp:
+                distributed.all_reduce_grads(params)
             if scaler is None:
-                scaled.backward()
                 optimizer.step()
             else:
-                scaler.scale(scaled).backward()
                 scaler.step(optimizer)
                 scaler.update()
             progress.rows += [{"epoch": epoch, "step": global_step, "task": n, "loss": v} for n, v in parts.items()]
