@@ -17,6 +17,12 @@ accumulated micro-batches: a run on N ranks with ``per_device_train_batch_size``
 process with batch N·b. The ReFT weights resume at any world size; HF's own optimizer file does too
 (replicated under DDP), its per-rank RNG files only at the same world size.
 
+``ReftTrainer(..., parallel="fsdp")`` shards the frozen model (FSDP2, as ``reft.train``'s
+``parallel="fsdp"``: each block, then the model's root) and leaves HF's DDP only the interventions,
+which stay whole and replicated. ``TrainingArguments(fsdp=...)`` is refused: Accelerate's FSDP
+plugin would shard the trained interventions with the frozen model, and on CPU it silently runs DDP
+instead (Accelerate enables FSDP for accelerator devices only), so a CPU test could not tell.
+
 >>> args = TrainingArguments("runs/hf", num_train_epochs=3, learning_rate=4e-3, report_to=[])  # doctest: +SKIP
 >>> ReftTrainer(model=reft, args=args, train_dataset=rows).train()                             # doctest: +SKIP
 """
@@ -30,20 +36,39 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from workbench import distributed
 from workbench.padding import pad_id_of
 from workbench.runs import atomic_write
 
 from .data import Collator
 from .saving import load_weights_into, save_reft
-from .train import no_decay_names
+from .train import no_decay_names, shard_frozen_model
+
+
+def frozen_names(model) -> list[str]:
+    """The names of the frozen model's parameters and buffers inside ``model``: DDP leaves them
+    alone (FSDP owns them), so it broadcasts and all-reduces the interventions only."""
+    hm = getattr(model, "hm", None) or model.reft.hm
+    prefix = next(name for name, module in model.named_modules() if module is hm.model)
+    prefix = f"{prefix}." if prefix else ""
+    return [name for name, _ in [*model.named_parameters(), *model.named_buffers()] if name.startswith(prefix)]
 
 
 class ReftTrainer(Trainer):
     """``Trainer`` for ReFT models; takes the same arguments, the collator defaults to ReFT's."""
 
-    def __init__(self, model=None, args=None, data_collator=None, **kwargs) -> None:
+    def __init__(self, model=None, args=None, data_collator=None, parallel: str = "ddp", **kwargs) -> None:
         if model is None:
             raise ValueError("ReftTrainer needs model= (a ReftModel from get_reft_model)")
+        distributed.check_parallel(parallel)
+        if args is not None and args.fsdp:
+            raise ValueError(f"TrainingArguments(fsdp={args.fsdp!r}): Accelerate's FSDP plugin would shard the "
+                             "trained interventions with the frozen model, and on CPU it runs DDP instead; "
+                             "drop fsdp= and pass ReftTrainer(..., parallel='fsdp'), which shards the frozen "
+                             "model only (CPU and GPU)")
+        if parallel == "fsdp" and distributed.world_size() > 1:
+            shard_frozen_model(model)
+            model._ddp_params_and_buffers_to_ignore = frozen_names(model)  # read by DDP's constructor
         if data_collator is None:
             data_collator = Collator(pad_id_of(model.tokenizer))
         if args is not None and args.remove_unused_columns:

@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
             started = time.time()
             print(f"{name}: running under {out / name}/", flush=True)
             run_study(name, args, out, models)
-            timings[name] = round(time.time() - started, 1)
+            # Re-read first: another `reproduce --only ...` process may share this folder.
+            timings = {**(json.loads(timing_path.read_text()) if timing_path.is_file() else {}),
+                       name: round(time.time() - started, 1)}
             atomic_write(timing_path, lambda tmp: Path(tmp).write_text(json.dumps(timings, indent=2)))
             atomic_write(out / name / "done.json",
                          lambda tmp: Path(tmp).write_text(json.dumps({"quick": args.quick, "seconds": timings[name]})))

@@ -1,7 +1,7 @@
 """The worker tests/test_ddp.py launches with ``torchrun --nproc_per_node 2`` (gloo, one thread each).
 
-    torchrun --nproc_per_node 2 tests/ddp_worker.py train OUT    # ReFT (own loop: DDP, FSDP; HF Trainer) + DAS
-    accelerate launch --multi_gpu --num_processes 2 tests/ddp_worker.py accelerate OUT   # ReFT, own loop
+    torchrun --nproc_per_node 2 tests/ddp_worker.py train OUT    # ReFT (own loop, HF Trainer: DDP, FSDP) + DAS (DDP, FSDP)
+    accelerate launch --multi_gpu --num_processes 2 tests/ddp_worker.py accelerate OUT   # ReFT, own loop: DDP, FSDP
     torchrun --nproc_per_node 2 tests/ddp_worker.py slow OUT     # ReFT with a checkpoint per step, slowly
 
 Each rank writes what it trained (``OUT/<run>-rank<R>.safetensors``: the trained tensors and the
@@ -118,11 +118,23 @@ def main(mode: str, out: Path) -> None:
         trainer = ReftTrainer(model=reft, args=hf_args(out / "hf-run", per_device=2), train_dataset=reft_rows(reft))
         trainer.train()
         dump(out / f"hf-rank{r}.safetensors", trainable_state(reft), hf_losses(trainer))
+        reft = reft_model()  # HF's loop with the frozen blocks sharded; HF's DDP keeps the interventions
+        trainer = ReftTrainer(model=reft, args=hf_args(out / "hf-fsdp-run", per_device=2),
+                              train_dataset=reft_rows(reft), parallel="fsdp")
+        trainer.train()
+        dump(out / f"hf-fsdp-rank{r}.safetensors", trainable_state(reft), hf_losses(trainer))
+        (out / f"hf-fsdp-rank{r}.json").write_text(json.dumps({"base": type(reft.hm.model).__name__,
+                                                              "wrapper": type(trainer.model_wrapped).__name__}))
     elif mode == "accelerate":  # under accelerate launch: its RANK/WORLD_SIZE, our loop's DDP
         reft = reft_model()
         result = train(reft, reft_rows(reft), reft_config())
         dump(out / f"accelerate-rank{r}.safetensors", trainable_state(reft),
              [h["loss"] for h in result.history if "loss" in h])
+        reft = reft_model()  # and FSDP2 (our sharding: Accelerate's plugin runs DDP on CPU)
+        result = train(reft, reft_rows(reft), reft_config(parallel="fsdp"))
+        dump(out / f"accelerate-fsdp-rank{r}.safetensors", trainable_state(reft),
+             [h["loss"] for h in result.history if "loss" in h])
+        (out / f"accelerate-fsdp-rank{r}.json").write_text(json.dumps({"base": type(reft.base_model).__name__}))
     elif mode in ("slow", "slow-fsdp"):  # a checkpoint every step and a pause after each: the test kills it mid-run
         reft = reft_model()
         pause = lambda _model: time.sleep(0.4) or {}  # noqa: E731  an evaluation that adds nothing

@@ -194,6 +194,20 @@ def reft_train(config=None, rows=None, lr=4e-3, family="llama", nan=False) -> Ca
     return call
 
 
+def reft_trainer(**kwargs) -> Callable:
+    def call(tmp):
+        from transformers import TrainingArguments
+
+        from reft import ReftConfig, get_reft_model
+        from reft.hf_trainer import ReftTrainer
+        reft = get_reft_model(tiny_model("llama"), ReftConfig(layers=(1,), rank=2))
+        fsdp = kwargs.pop("fsdp", "")
+        args = TrainingArguments(str(tmp / "hf"), report_to=[], use_cpu=True, fsdp=fsdp,
+                                 fsdp_config={"fsdp_version": 2} if fsdp else None)
+        ReftTrainer(model=reft, args=args, train_dataset=[], **kwargs)
+    return call
+
+
 def counterfactuals(n: int = 4):
     from workbench.das import CounterfactualData
     return CounterfactualData([[3, 5, 6]] * n, [[-1]] * n, [[3, 5, 7]] * n, [[-1]] * n, torch.full((n,), 9))
@@ -417,6 +431,10 @@ CASES: list[Case] = [
     Case("das", "train_distributed: unknown parallel strategy", "parallel='zero3'",
          lambda t: m("workbench.das.module").train_distributed(None, {}, parallel="zero3"), ValueError, r"'zero3'",
          r"'ddp', 'fsdp'", r"use 'ddp'"),
+    Case("reft hf trainer", "ReftTrainer: unknown parallel strategy", "parallel='zero3'",
+         reft_trainer(parallel="zero3"), ValueError, r"'zero3'", r"'ddp', 'fsdp'", r"use 'ddp'"),
+    Case("reft hf trainer", "ReftTrainer: Accelerate's FSDP plugin", "TrainingArguments(fsdp='full_shard')",
+         reft_trainer(fsdp="full_shard"), ValueError, r"fsdp=", r"parallel='fsdp'", r"drop fsdp= and pass"),
     Case("reft train", "TrainConfig: warmup_ratio 1", "warmup_ratio=1.0",
          lambda t: m("reft.train").TrainConfig(warmup_ratio=1.0), ValueError, r"1\.0",
          r"0 <= warmup_ratio < 1", r"use|e\.g\."),

@@ -105,10 +105,11 @@ def single_runs(one_thread, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("run", ["reft", "hf", "das", "fsdp", "das-fsdp", "accelerate"])
+@pytest.mark.parametrize("run", ["reft", "hf", "das", "fsdp", "hf-fsdp", "das-fsdp", "accelerate", "accelerate-fsdp"])
 def test_ddp_equals_one_process_with_the_global_batch(request, single_runs, run):
-    folder = request.getfixturevalue("accelerate_run" if run == "accelerate" else "ddp_run")
-    want = single_runs[{"fsdp": "reft", "accelerate": "reft", "das-fsdp": "das"}.get(run, run)]  # one process
+    folder = request.getfixturevalue("accelerate_run" if run.startswith("accelerate") else "ddp_run")
+    same = {"fsdp": "reft", "accelerate": "reft", "accelerate-fsdp": "reft", "hf-fsdp": "hf", "das-fsdp": "das"}
+    want = single_runs[same.get(run, run)]  # one process
     assert len(want["losses"]) == 6 and float(want["losses"][0] - want["losses"][-1]) != 0  # it trained
     figures = {}
     for rank in (0, 1):
@@ -125,7 +126,10 @@ def test_ddp_equals_one_process_with_the_global_batch(request, single_runs, run)
 def test_fsdp_shards_the_frozen_model_and_accelerate_starts_two_ranks(ddp_run, accelerate_run):
     shards = [json.loads((ddp_run / f"fsdp-rank{r}.json").read_text()) for r in (0, 1)]
     assert all(s["base"].startswith("FSDP") for s in shards)  # fully_shard applied to the frozen model
-    assert all(json.loads((ddp_run / f"das-fsdp-rank{r}.json").read_text())["base"].startswith("FSDP") for r in (0, 1))
+    for name, folder in [("das-fsdp", ddp_run), ("hf-fsdp", ddp_run), ("accelerate-fsdp", accelerate_run)]:
+        assert all(json.loads((folder / f"{name}-rank{r}.json").read_text())["base"].startswith("FSDP") for r in (0, 1))
+    # HF's DDP wraps the ReftModel but leaves the sharded frozen model to FSDP
+    assert json.loads((ddp_run / "hf-fsdp-rank0.json").read_text())["wrapper"] == "DistributedDataParallel"
     assert sum(s["local"] for s in shards) == shards[0]["full"] and shards[0]["local"] < shards[0]["full"]
     assert json.loads((accelerate_run / "done-rank1.json").read_text()) == {"world": 2}
 
