@@ -1,8 +1,13 @@
-"""Classification with ReFT: interventions on the input's first/last tokens plus a small linear head.
+"""Classification with ReFT: interventions on the input's first/last tokens plus a small head.
 
 The head reads the final hidden state at one token: the last real token for decoders (it has seen
 the whole input), the first for encoders (BERT's [CLS]). The forward stops right after the base
 model's body, so no vocabulary projection is computed.
+
+The head is ``Linear(d, C)`` (``head="linear"``) or, as in the ReFT paper's GLUE runs on RoBERTa,
+BERT/RoBERTa's classification head ``Linear(d, d) -> tanh -> dropout -> Linear(d, C)``
+(``head="mlp"``). The paper does not count the head in its parameter shares;
+``num_head_parameters`` gives it so that reports can leave it out too.
 
 >>> clf = ReftForClassification(get_reft_model(hm, ReftConfig(layers=(1,), positions="f1+l1")), 2)  # doctest: +SKIP
 >>> clf(**collate(tokenize_classification(tok, ["good"], [1]), 0)).loss                              # doctest: +SKIP
@@ -23,15 +28,21 @@ from .model import ReftModel, ReftOutput
 from .saving import save_reft
 
 POOLINGS = ("last", "first")
+HEADS = ("linear", "mlp")
 
 
 class ReftForClassification(nn.Module):
-    """A ReftModel and a head ``Linear(d, num_classes)``; trainable: interventions and head."""
+    """A ReftModel and a head (``Linear(d, num_classes)``, or ``head="mlp"``: dense, tanh, dropout,
+    out); trainable: interventions and head."""
 
-    def __init__(self, reft: ReftModel, num_classes: int, pooling: str | None = None, dropout: float = 0.0) -> None:
+    def __init__(self, reft: ReftModel, num_classes: int, pooling: str | None = None, dropout: float = 0.0,
+                 head: str = "linear") -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes {num_classes}: a classifier needs at least 2 classes")
+        if head not in HEADS:
+            raise ValueError(f"head {head!r}: expected one of {HEADS}; 'linear' is the default, 'mlp' the ReFT "
+                             f"paper's GLUE head (BERT/RoBERTa's classification head)")
         is_encoder = getattr(reft.hm.model.config, "model_type", "") in ("bert", "roberta")
         pooling = pooling or ("first" if is_encoder else "last")
         if pooling not in POOLINGS:
@@ -41,7 +52,11 @@ class ReftForClassification(nn.Module):
         # On the last layer's device; fp32 master values for half-precision models (like the
         # interventions'), applied to the pooled state cast to the head's dtype.
         last = reft.hm.device_of(f"L{reft.hm.n_layers - 1}.resid_post")
-        self.head = nn.Linear(reft.hm.layout.d_model, num_classes, dtype=master_dtype(reft.hm.dtype), device=last)
+        d, dtype = reft.hm.layout.d_model, master_dtype(reft.hm.dtype)
+        self.head_kind, self.head_dtype = head, dtype
+        out = nn.Linear(d, num_classes, dtype=dtype, device=last)
+        self.head = out if head == "linear" else nn.Sequential(
+            nn.Linear(d, d, dtype=dtype, device=last), nn.Tanh(), nn.Dropout(dropout), out)
 
     @property
     def hm(self):
@@ -53,10 +68,14 @@ class ReftForClassification(nn.Module):
 
     def describe_task(self) -> dict:
         return {"task": "classification", "num_classes": self.num_classes, "pooling": self.pooling,
-                "head_dropout": self.dropout.p}
+                "head_dropout": self.dropout.p, "head": self.head_kind}
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def num_head_parameters(self) -> int:
+        """The head's share of `num_trainable_parameters` (the ReFT paper leaves it out of its counts)."""
+        return sum(p.numel() for p in self.head.parameters())
 
     def print_trainable_parameters(self) -> None:
         trainable, base = self.num_trainable_parameters(), self.reft.num_base_parameters()
@@ -93,7 +112,7 @@ class ReftForClassification(nn.Module):
         else:
             index = last_real_index(attention_mask)  # (B,) last real token
         pooled = hidden[rows, index]  # (B, d)
-        logits = self.head(self.dropout(pooled).to(self.head.weight.dtype))  # (B, C)
+        logits = self.head(self.dropout(pooled).to(self.head_dtype))  # (B, C)
         loss = None if labels is None else cross_entropy(logits.float(), labels.to(logits.device))
         return ReftOutput(loss=loss, logits=logits)
 

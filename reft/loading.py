@@ -42,7 +42,7 @@ def load_reft(folder: str | os.PathLike, model, tokenizer=None, check_base: bool
     model_out: nn.Module = reft
     if meta.get("task") == "classification":
         model_out = ReftForClassification(reft, num_classes=meta["num_classes"], pooling=meta["pooling"],
-                                          dropout=meta.get("head_dropout", 0.0))
+                                          dropout=meta.get("head_dropout", 0.0), head=meta.get("head", "linear"))
     load_weights_into(model_out, folder)
     model_out.eval()
     return model_out

@@ -48,7 +48,7 @@ def run_study(name: str, args: argparse.Namespace, out: Path, models: dict) -> N
     if name == "encoder_sst2":
         config = EncoderConfig(model=args.encoder or minilm_folder())
         if args.quick:
-            config = replace(config, train=64, epochs=1, seeds=(0,), dev_limit=200)
+            config = replace(config, train=64, epochs=1, seeds=(0,), dev_limit=200, lr_grid={})
         run_encoder_study(config, folder)
     elif name == "decoder_sst2":
         base = DecoderConfig(model=args.model)

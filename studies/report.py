@@ -59,7 +59,11 @@ def encoder_row(out: Path):
             f"LoRA {100 * t.loc['lora', 'accuracy_mean']:.1f} ± {100 * t.loc['lora', 'accuracy_std']:.1f} "
             f"at {share:.3f}x its parameters" + "".join(
                 f"; {m} {100 * t.loc[m, 'accuracy_mean']:.1f}" for m in ("full", "probe") if m in t.index))
-    why = (f"gap {gap:+.1f} points (target <= 1.5) at {share:.3f}x the parameters (target <= 0.1)"
+    rates = s.get("rates") or {}
+    why = (f"gap {gap:+.1f} points (target <= 1.5) at {share:.3f}x the parameters (target <= 0.1; heads not "
+           f"counted, as in the paper)"
+           + (f"; rates chosen on held-out train sentences: LoReFT {rates['loreft']:g}, LoRA {rates['lora']:g}"
+              if {"loreft", "lora"} <= set(rates) else "")
            + ("" if ok else "; small budget: few epochs on a train subset (see the config)"))
     return {"finding": "LoReFT ≈ LoRA at ≤1/10 the parameters (encoder SST-2)", "ours": ours,
             "agree": ("agree" if ok else "disagree") if {"loreft", "lora"} <= set(t.index) else "-", "why": why}, fig

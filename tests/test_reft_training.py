@@ -159,3 +159,29 @@ def test_classification_learns(family):
     batch = hm.tokenize(texts)
     assert clf.predict(**batch).tolist() == labels
     assert clf.num_trainable_parameters() == 2 * 2 * (2 * 4 * 32 + 4) + 32 * 2 + 2
+
+
+def test_the_mlp_head_learns_counts_its_parameters_and_reloads_exactly(tmp_path):
+    from reft.loading import load_reft
+    hm = tiny_model("bert")
+    torch.manual_seed(0)
+    clf = ReftForClassification(get_reft_model(hm, ReftConfig(layers=(1, 2), rank=4, positions="f1")), 2,
+                                head="mlp", dropout=0.1)
+    texts, labels = ["great movie", "good movie", "loved it", "bad movie", "awful movie", "hated it"], [1, 1, 1, 0, 0, 0]
+    result = train(clf, tokenize_classification(hm.tokenizer, texts, labels),
+                   TrainConfig(epochs=60, batch_size=6, lr=2e-2, progress=False))
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert losses[-1] < 0.2 * losses[0]
+    d = 32
+    assert clf.num_head_parameters() == d * d + d + d * 2 + 2  # dense + out, as BERT's classification head
+    assert clf.num_trainable_parameters() == 2 * (2 * 4 * d + 4) + clf.num_head_parameters()
+    clf.eval()
+    batch = hm.tokenize(texts)
+    want = clf(**batch).logits
+    assert clf.predict(**batch).tolist() == labels
+    clf.save(tmp_path / "clf")
+    back = load_reft(tmp_path / "clf", tiny_model("bert"))
+    assert back.head_kind == "mlp" and isinstance(back.head, torch.nn.Sequential)
+    assert torch.equal(back(**batch).logits, want)  # bit-exact after the round trip
+    with pytest.raises(ValueError, match=r"head 'deep'.*'linear', 'mlp'"):
+        ReftForClassification(clf.reft, 2, head="deep")

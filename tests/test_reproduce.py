@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 import pytest
+from transformers import AutoConfig
 from conftest import tiny_model
 
 from studies import decoder_sst2, encoder_sst2
@@ -42,12 +43,20 @@ def _tiny_bert_folder(tmp_path):
 def test_encoder_study_trains_every_method_then_resumes_without_training(tmp_path, shared_cache, one_thread,
                                                                           monkeypatch):
     config = EncoderConfig(model=_tiny_bert_folder(tmp_path), train=16, epochs=1, batch_size=8, seeds=(0, 1),
-                           dev_limit=16)
+                           dev_limit=16, val=24, lr_grid={"loreft": (1e-5, 5e-2)})
     table = run_encoder_study(config, tmp_path / "enc", progress=False)
+    tuning = pd.read_csv(tmp_path / "enc" / "tuning.csv")  # rates chosen on held-out train rows, not dev
+    assert list(tuning.lr) == [1e-5, 5e-2] and (tuning.split == "val").all() and (tuning.dev_examples == 24).all()
+    best = float(tuning.lr[tuning.dev_accuracy.idxmax()])
+    rates = table.set_index("method").lr  # the seeds ran at the chosen rate; ungridded methods keep theirs
+    assert rates["loreft"] == best and rates["lora"] == 5e-4 and rates["full"] == 3e-5
     assert list(table.method) == ["loreft", "lora", "full", "probe"] and (table.seeds == 2).all()
     assert table.accuracy_mean.between(0, 1).all()
     params = table.set_index("method").trainable_params
-    assert params["loreft"] < params["lora"] < params["full"]  # rank 1 x 2 layers + head < LoRA r=8 < everything
+    assert params["loreft"] < params["lora"] < params["full"]  # rank 1 x 2 layers < LoRA r=8 < everything
+    heads = table.set_index("method").head_params  # counted apart, as the paper does: one head for all
+    d = AutoConfig.from_pretrained(config.model).hidden_size
+    assert heads["loreft"] == heads["lora"] == heads["full"] == d * d + d + 2 * d + 2  # dense, tanh, out
     runs = pd.read_csv(tmp_path / "enc" / "runs.csv")
     assert len(runs) == 8 and (runs.dev_examples == 16).all()
     monkeypatch.setattr(encoder_sst2, "run_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
