@@ -246,6 +246,14 @@ def run_method(config: EncoderConfig, method: str, seed: int, hm=None, split: st
             "loss_final": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
 
 
+def cell_stamp(config: EncoderConfig, method: str, seed: int, split: str = "dev") -> dict:
+    """What one run depends on: the shared settings and its own method's rate (not the other
+    methods' rates, grids or seeds), so a change to LoRA's rate does not retrain full finetuning."""
+    shared = {k: v for k, v in asdict(config).items() if k not in ("lr", "lr_grid", "methods", "seeds")}
+    return {"study": "encoder_sst2", **shared, "lr": config.lr.get(method), "method": method, "seed": seed,
+            "split": split}
+
+
 def choose_rates(config: EncoderConfig, out: Path, hm=None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
     """Each gridded method's rate: the best held-out accuracy (seed 0) over ``config.lr_grid``
     (ties: the first in the grid); every try is a saved run under ``out/tune/``."""
@@ -255,7 +263,7 @@ def choose_rates(config: EncoderConfig, out: Path, hm=None, progress: bool = Tru
     for method, lr in tqdm(cells, desc="encoder SST-2: rates", disable=not progress or not cells):
         trial = replace(config, lr={**config.lr, method: lr})
         folder = out / "tune" / f"{method}-lr{lr:g}"
-        stamp = {"study": "encoder_sst2", **asdict(trial), "method": method, "seed": 0, "split": "val"}
+        stamp = cell_stamp(trial, method, 0, "val")
         if not is_complete(folder, stamp):
             hm = hm if hm is not None else load_model(config.model)
             row = run_method(trial, method, 0, hm=hm, split="val")
@@ -281,10 +289,10 @@ def run_encoder_study(config: EncoderConfig, out: str | Path, progress: bool = T
     cells = [(m, s) for m in config.methods for s in config.seeds]
     for method, seed in tqdm(cells, desc="encoder SST-2", disable=not progress):
         folder = out / f"{method}-s{seed}"
-        if not is_complete(folder, {**stamp, "method": method, "seed": seed}):
+        if not is_complete(folder, cell_stamp(config, method, seed)):
             hm = hm if hm is not None else load_model(config.model)
             row = run_method(config, method, seed, hm=hm)
-            save_run(folder, pd.DataFrame([row]), {**stamp, "method": method, "seed": seed}, summary=row)
+            save_run(folder, pd.DataFrame([row]), cell_stamp(config, method, seed), summary=row)
         rows.append(pd.read_parquet(folder / "results.parquet").iloc[0].to_dict())
     runs = pd.DataFrame(rows)
     table = summarize(runs)
@@ -305,4 +313,4 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.fillna({"accuracy_std": 0.0})
 
 
-__all__ = ["EncoderConfig", "METHODS", "choose_rates", "minilm_folder", "run_encoder_study", "run_method", "summarize"]
+__all__ = ["EncoderConfig", "METHODS", "cell_stamp", "choose_rates", "minilm_folder", "run_encoder_study", "run_method", "summarize"]

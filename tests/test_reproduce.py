@@ -5,6 +5,7 @@ initialization moves the model before training, the identity one does not) is ch
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -62,6 +63,10 @@ def test_encoder_study_trains_every_method_then_resumes_without_training(tmp_pat
     monkeypatch.setattr(encoder_sst2, "run_method", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = run_encoder_study(config, tmp_path / "enc", progress=False)
     pd.testing.assert_frame_equal(again, table)
+    # a run depends on its own method's rate only: another LoRA rate retrains LoRA, not the others
+    other = replace(config, lr={**config.lr, "lora": 1e-3})
+    assert encoder_sst2.cell_stamp(other, "full", 0) == encoder_sst2.cell_stamp(config, "full", 0)
+    assert encoder_sst2.cell_stamp(other, "lora", 0) != encoder_sst2.cell_stamp(config, "lora", 0)
 
 
 def test_reproduce_command_runs_resumes_and_reports(tmp_path, shared_cache, one_thread, monkeypatch, capsys):
