@@ -13,8 +13,9 @@ full finetuning's 3e-5 would still be near chance, and the comparison is about t
 
 - ``loreft``: the paper's recipe: rank 1 at every layer's output, position f1 ([CLS]), dropout 0.05,
   through ``reft.classify.ReftForClassification`` and ``reft.train``; lr from {6e-4 (the paper's),
-  2e-3, 6e-3}.
-- ``lora``: peft LoRA r=8, alpha 16 on query/value; lr from {5e-4 (peft's usual GLUE rate), 1e-3, 2e-3}.
+  2e-3, 6e-3, 2e-2}.
+- ``lora``: peft LoRA r=8, alpha 16 on query/value; lr from {5e-4 (peft's usual GLUE rate), 1e-3, 2e-3,
+  6e-3}.
 - ``full``: every weight, lr 3e-5 (not searched: the usual BERT rate).
 - ``probe``: scikit-learn logistic regression on the frozen [CLS] states.
 
@@ -66,7 +67,8 @@ class EncoderConfig:
     dev_limit: int | None = None                # None: the full dev split (only tests shrink it)
     # each method's learning rate is chosen on held-out train sentences (seed 0), never on dev; a
     # method without a grid keeps its rate in ``lr``
-    lr_grid: dict = field(default_factory=lambda: {"loreft": (6e-4, 2e-3, 6e-3), "lora": (5e-4, 1e-3, 2e-3)})
+    lr_grid: dict = field(default_factory=lambda: {"loreft": (6e-4, 2e-3, 6e-3, 2e-2),
+                                                   "lora": (5e-4, 1e-3, 2e-3, 6e-3)})
     val: int = 500                              # train sentences held out (after the first ``train``) for choosing
 
     def __post_init__(self) -> None:
