@@ -19,9 +19,15 @@ def run_sentiment_study(hm, config: SentimentConfig, out: str | Path) -> dict:
     """The study's summary plus ``ablation_lost``: the share of above-chance accuracy lost (all
     positions, sentiment direction), the number the paper reports as 76%."""
     summary = run_sentiment(hm, config, Path(out))
-    lost = [r for r in summary.get("sst", []) if r["direction"] == "sentiment" and r["positions"] == "all"]
-    summary["ablation_lost"] = lost[0]["above_chance_lost"] if lost else None
+    summary["ablation_lost"] = ablation_lost(summary)
     return summary
 
 
-__all__ = ["SENTIMENT_FULL", "SENTIMENT_QUICK", "run_sentiment_study"]
+def ablation_lost(summary: dict, direction: str = "sentiment") -> float | None:
+    """The share of above-chance SST accuracy lost when ``direction`` is ablated at all positions
+    (``"random"``: the control direction), from a saved or returned sentiment summary."""
+    rows = [r for r in summary.get("sst", []) if r["direction"] == direction and r["positions"] == "all"]
+    return rows[0]["above_chance_lost"] if rows else None
+
+
+__all__ = ["SENTIMENT_FULL", "SENTIMENT_QUICK", "ablation_lost", "run_sentiment_study"]

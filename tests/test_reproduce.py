@@ -108,6 +108,14 @@ def test_report_states_agreement_from_saved_numbers(tmp_path):
     assert rows.loc["encoder_sst2", "agree"] == "agree"  # 1.0 point below LoRA at 0.072x its parameters
     assert "0.072x" in rows.loc["encoder_sst2", "ours"]
     assert rows.loc["sentiment", "agree"] == "disagree" and rows.loc["sentiment", "ours"] == "-49%"
+    # what run_sentiment saves: the SST rows only; the share and the random control come from them
+    sst = [{"direction": "sentiment", "positions": "all", "above_chance_lost": 0.9},
+           {"direction": "sentiment", "positions": "comma", "above_chance_lost": 0.03},
+           {"direction": "random", "positions": "all", "above_chance_lost": 0.55}]
+    (tmp_path / "sentiment" / "summary.json").write_text(json.dumps({"sst": sst}))
+    row = build_report(tmp_path).set_index("study").loc["sentiment"]
+    assert row["ours"] == "-90%" and row["agree"] == "agree"
+    assert "random direction ablated the same way loses 55%" in row["why"]
     table[0]["accuracy_mean"] = 0.85  # 2.0 points below: outside the 1.5-point target
     (folder / "summary.json").write_text(json.dumps({"table": table}))
     assert build_report(tmp_path).set_index("study").loc["encoder_sst2", "agree"] == "disagree"
