@@ -31,6 +31,23 @@ POOLINGS = ("last", "first")
 HEADS = ("linear", "mlp")
 
 
+def classification_head(d: int, num_classes: int, kind: str = "linear", dropout: float = 0.0,
+                        dtype: torch.dtype | None = None, device=None) -> nn.Module:
+    """A fresh head on a pooled (B, d) state: ``Linear(d, C)``, or for ``kind="mlp"`` BERT/RoBERTa's
+    classification head ``Linear(d, d) -> tanh -> dropout -> Linear(d, C)``.
+
+    >>> classification_head(8, 2, "mlp")(torch.zeros(3, 8)).shape
+    torch.Size([3, 2])
+    """
+    if kind not in HEADS:
+        raise ValueError(f"head {kind!r}: expected one of {HEADS}; 'linear' is the default, 'mlp' the ReFT "
+                         f"paper's GLUE head (BERT/RoBERTa's classification head)")
+    out = nn.Linear(d, num_classes, dtype=dtype, device=device)
+    if kind == "linear":
+        return out
+    return nn.Sequential(nn.Linear(d, d, dtype=dtype, device=device), nn.Tanh(), nn.Dropout(dropout), out)
+
+
 class ReftForClassification(nn.Module):
     """A ReftModel and a head (``Linear(d, num_classes)``, or ``head="mlp"``: dense, tanh, dropout,
     out); trainable: interventions and head."""
@@ -40,9 +57,8 @@ class ReftForClassification(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes {num_classes}: a classifier needs at least 2 classes")
-        if head not in HEADS:
-            raise ValueError(f"head {head!r}: expected one of {HEADS}; 'linear' is the default, 'mlp' the ReFT "
-                             f"paper's GLUE head (BERT/RoBERTa's classification head)")
+        if head not in HEADS:  # before the base model is touched
+            classification_head(1, 2, head)
         is_encoder = getattr(reft.hm.model.config, "model_type", "") in ("bert", "roberta")
         pooling = pooling or ("first" if is_encoder else "last")
         if pooling not in POOLINGS:
@@ -52,11 +68,8 @@ class ReftForClassification(nn.Module):
         # On the last layer's device; fp32 master values for half-precision models (like the
         # interventions'), applied to the pooled state cast to the head's dtype.
         last = reft.hm.device_of(f"L{reft.hm.n_layers - 1}.resid_post")
-        d, dtype = reft.hm.layout.d_model, master_dtype(reft.hm.dtype)
-        self.head_kind, self.head_dtype = head, dtype
-        out = nn.Linear(d, num_classes, dtype=dtype, device=last)
-        self.head = out if head == "linear" else nn.Sequential(
-            nn.Linear(d, d, dtype=dtype, device=last), nn.Tanh(), nn.Dropout(dropout), out)
+        self.head_kind, self.head_dtype = head, master_dtype(reft.hm.dtype)
+        self.head = classification_head(reft.hm.layout.d_model, num_classes, head, dropout, self.head_dtype, last)
 
     @property
     def hm(self):

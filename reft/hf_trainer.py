@@ -42,13 +42,13 @@ from workbench.runs import atomic_write
 
 from .data import Collator
 from .saving import load_weights_into, save_reft
-from .train import no_decay_names, shard_frozen_model
+from .train import frozen_hooked_model, no_decay_names, shard_frozen_model
 
 
 def frozen_names(model) -> list[str]:
     """The names of the frozen model's parameters and buffers inside ``model``: DDP leaves them
     alone (FSDP owns them), so it broadcasts and all-reduces the interventions only."""
-    hm = getattr(model, "hm", None) or model.reft.hm
+    hm = frozen_hooked_model(model)
     prefix = next(name for name, module in model.named_modules() if module is hm.model)
     prefix = f"{prefix}." if prefix else ""
     return [name for name, _ in [*model.named_parameters(), *model.named_buffers()] if name.startswith(prefix)]

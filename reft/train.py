@@ -191,6 +191,11 @@ def _wrap(model: nn.Module, parallel: str = "ddp") -> nn.Module:
     return DistributedDataParallel(model, device_ids=None)
 
 
+def frozen_hooked_model(model: nn.Module):
+    """The HookedModel inside a ReftModel (``.hm``) or a classifier (which wraps it as ``.reft``)."""
+    return getattr(model, "hm", None) or model.reft.hm
+
+
 def shard_frozen_model(model: nn.Module) -> nn.Module:
     """FSDP2 for a ReFT model (`workbench.distributed.shard_frozen`): each frozen decoder block,
     then the frozen model's root, sharded in place; the interventions (and a classifier's head)
@@ -200,7 +205,7 @@ def shard_frozen_model(model: nn.Module) -> nn.Module:
     """
     from torch.distributed.fsdp import FSDPModule
 
-    hm = getattr(model, "hm", None) or model.reft.hm  # a classifier wraps the ReftModel as .reft
+    hm = frozen_hooked_model(model)
     if not isinstance(hm.model, FSDPModule):
         # checkpoints name the base model by fingerprint: take it while the weights are whole
         # (rank 0's, which the sharding broadcasts and which rank 0 saves)

@@ -7,8 +7,8 @@ out; ``head="linear"`` for a single linear layer). BERT's pretrained pooler is n
 gets an extra pretrained layer. As in the paper, parameter counts and shares leave the head out
 (``trainable_params`` is the method's own, ``head_params`` the head's). Every method trains on
 the same examples in the same order (per seed) for the same number of epochs with AdamW, a linear
-schedule with 9% warm-up and one loop, and is scored on the full SST-2 dev split (872 sentences). The head learns at
-``head_lr`` (1e-3) in every method: at a budget of a few hundred steps, a random head trained at
+schedule with 9% warm-up and one loop, and is scored on the full SST-2 dev split (872 sentences).
+The head learns at ``head_lr`` (1e-3) in every method: at a budget of a few hundred steps, a random head trained at
 full finetuning's 3e-5 would still be near chance, and the comparison is about the body's edit.
 
 - ``loreft``: the paper's recipe: rank 1 at every layer's output, position f1 ([CLS]), dropout 0.05,
@@ -119,10 +119,9 @@ class EncoderClassifier(torch.nn.Module):
 
     def __init__(self, body: torch.nn.Module, d: int, head: str = "mlp", dropout: float = 0.1) -> None:
         super().__init__()
-        out = torch.nn.Linear(d, 2)
+        from reft.classify import classification_head
         self.body, self.dropout = body, torch.nn.Dropout(dropout)
-        self.head = out if head == "linear" else torch.nn.Sequential(
-            torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Dropout(dropout), out)
+        self.head = classification_head(d, 2, head, dropout)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
@@ -242,8 +241,8 @@ def run_method(config: EncoderConfig, method: str, seed: int, hm=None, split: st
     # method's own (interventions, LoRA matrices, the body), head_params the head's
     own = trainable - head
     return {"method": method, "seed": seed, "lr": config.lr.get(method), "split": split, "dev_accuracy": accuracy,
-            "trainable_params": int(own),
-            "head_params": int(head), "trainable_share": own / base_params, "train_examples": len(train_rows), "dev_examples": len(dev_rows),
+            "trainable_params": int(own), "head_params": int(head), "trainable_share": own / base_params,
+            "train_examples": len(train_rows), "dev_examples": len(dev_rows),
             "epochs": config.epochs if method != "probe" else 0, "loss_first": losses[0] if losses else None,
             "loss_final": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
 
@@ -290,11 +289,11 @@ def run_encoder_study(config: EncoderConfig, out: str | Path, progress: bool = T
     rows, hm = [], None
     cells = [(m, s) for m in config.methods for s in config.seeds]
     for method, seed in tqdm(cells, desc="encoder SST-2", disable=not progress):
-        folder = out / f"{method}-s{seed}"
-        if not is_complete(folder, cell_stamp(config, method, seed)):
+        folder, cell = out / f"{method}-s{seed}", cell_stamp(config, method, seed)
+        if not is_complete(folder, cell):
             hm = hm if hm is not None else load_model(config.model)
             row = run_method(config, method, seed, hm=hm)
-            save_run(folder, pd.DataFrame([row]), cell_stamp(config, method, seed), summary=row)
+            save_run(folder, pd.DataFrame([row]), cell, summary=row)
         rows.append(pd.read_parquet(folder / "results.parquet").iloc[0].to_dict())
     runs = pd.DataFrame(rows)
     table = summarize(runs)
@@ -315,4 +314,5 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.fillna({"accuracy_std": 0.0})
 
 
-__all__ = ["EncoderConfig", "METHODS", "cell_stamp", "choose_rates", "minilm_folder", "run_encoder_study", "run_method", "summarize"]
+__all__ = ["EncoderConfig", "METHODS", "cell_stamp", "choose_rates", "minilm_folder", "run_encoder_study", "run_method",
+           "summarize"]

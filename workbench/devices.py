@@ -23,6 +23,19 @@ def place(module: nn.Module, device: torch.device | str) -> nn.Module:
     return module
 
 
+def module_device(module: nn.Module, default: torch.device) -> torch.device:
+    """The device of a module's first parameter (or buffer); ``default`` for a module with neither.
+
+    >>> module_device(nn.Linear(2, 2), torch.device("meta"))
+    device(type='cpu')
+    """
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return default
+
+
 def parse_device(text: str | torch.device | None) -> torch.device | None:
     """``"cuda"``, ``"cuda:1"``, ``"cpu"``, ``"mps"`` -> a torch.device, with a clear error otherwise.
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .adapters import HookPoint, ModelLayout
-from .devices import place
+from .devices import module_device, place
 from .hooks import StopForward, add_hook, gather, hooks_installed, scatter_
 from .plan import PlanItem
 from .positions import AllTokens, Positions, parse_positions
@@ -50,15 +50,6 @@ def _past_length(kwargs: dict) -> int:
     if hasattr(cache, "get_seq_length"):
         return int(cache.get_seq_length())
     return int(cache[0][0].shape[-2]) if len(cache) else 0  # legacy tuple of (key, value)
-
-
-def _module_device(module: nn.Module, default: torch.device) -> torch.device:
-    """The device of a module's first parameter (or buffer); ``default`` for a module with neither."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return default
 
 
 class HookedModel:
@@ -105,8 +96,8 @@ class HookedModel:
         site = Site.parse(site)
         point = self.layout.hook_point(site)
         if site.component == "resid_pre":
-            return self.device if site.layer == 0 else _module_device(self.layout.blocks[site.layer - 1], self.device)
-        return _module_device(point.module, _module_device(self.layout.blocks[site.layer], self.device))
+            return self.device if site.layer == 0 else module_device(self.layout.blocks[site.layer - 1], self.device)
+        return module_device(point.module, module_device(self.layout.blocks[site.layer], self.device))
 
     def place(self, intervention: nn.Module, site: Site | str) -> nn.Module:
         """Move ``intervention`` (parameters and buffers, not their dtype) to ``site``'s device, once.
